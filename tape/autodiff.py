@@ -1,0 +1,421 @@
+"""Reverse-mode autodiff: ``backward`` and ``grad``.
+
+One walk serves both. It gathers the records reachable from the outputs,
+visits them newest first (recording order is a topological order, so no sort
+of the graph is needed, only of the records found), applies each op's VJP and
+accumulates each contribution into the parent with ``+=``. A tensor used
+twice therefore receives the sum of both contributions: that sum is the
+multivariable chain rule.
+
+Compute, then commit: the walk gathers every gradient before ``.grad`` is
+written or any record released, so an exception anywhere leaves tensors,
+gradients and the tape exactly as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from heapq import heappop, heappush
+from typing import Any
+
+import numpy as np
+
+from .errors import describe, where_recorded
+from .function import Op, apply
+from .record import Node, _GradMode, _state
+from .tensor import Tensor, _wrap
+
+
+def unbroadcast(g: Any, shape: tuple, node: Node, position: int) -> Any:
+    """Sum ``g`` over the axes that broadcasting added, so it has ``shape``.
+
+    If ``b`` of shape ``(3,)`` was added to ``(4, 3)``, each entry of ``b`` fed
+    four outputs, so its gradient is the sum of those four: ``g.sum(axis=0)``.
+    """
+    lead = g.ndim - len(shape)
+    if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, g.shape[lead:])):
+        raise ValueError(
+            f"{node.op.name}: its VJP gave input {position} a gradient of shape {g.shape}, "
+            f"but the input has shape {shape}; a VJP must return the input's shape, or "
+            "the shape the input was broadcast to"
+        )
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
+    )
+    return g.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _conform(g: Any, t: Tensor, node: Node, position: int, graph: bool) -> Any:
+    """Make one VJP result a gradient for ``t``: an array (Tensor) of its shape and dtype."""
+    if graph:
+        if not isinstance(g, Tensor):
+            g = _wrap(np.asarray(g))
+    elif type(g) is not np.ndarray:
+        g = np.asarray(g.data if isinstance(g, Tensor) else g)
+    if g.shape != t.data.shape:
+        g = unbroadcast(g, t.data.shape, node, position)
+    if g.dtype != t.data.dtype:
+        if g.dtype.kind not in "fiub":
+            raise TypeError(
+                f"{node.op.name}: its VJP gave input {position} a gradient of dtype "
+                f"{g.dtype}; gradients must be real numbers"
+            )
+        g = g.astype(t.data.dtype)
+    return g
+
+
+class _Walk:
+    """One reverse pass: the gradients gathered so far, and which tensors wait for theirs.
+
+    ``pending`` is a max-heap of the non-leaf tensors that have received some
+    gradient, keyed by the index of the record that made them. The newest such
+    record is always complete: every op that consumed its output was recorded
+    later, so it has already passed its contribution on.
+    """
+
+    __slots__ = ("grads", "owned", "pending", "in_place", "tracer")
+
+    def __init__(self, graph: bool) -> None:
+        self.grads: dict[Tensor, Any] = {}
+        self.owned: set[Tensor] = set()  # buffers this pass allocated: safe to += in place
+        self.pending: list[tuple[int, Tensor]] = []
+        self.tracer = _state.tracer
+        self.in_place = not graph and self.tracer is None
+
+    def accumulate(self, t: Tensor, part: Any, node: Node | None = None, position: int = 0) -> None:
+        """``grad[t] += part``, never mutating an array the pass does not own.
+
+        The first contribution is kept by reference, the second allocates the
+        sum, later ones add into that sum in place.
+        """
+        grads = self.grads
+        before = grads.get(t)
+        if before is None:
+            grads[t] = part
+            if t.node is not None:
+                heappush(self.pending, (-t.node.index, t))
+        elif self.in_place and t in self.owned:
+            before += part
+        else:
+            grads[t] = before + part
+            if self.in_place:
+                self.owned.add(t)
+        if self.tracer is not None and node is not None:
+            self.tracer.record(node, t, position, part, before, grads[t])
+
+
+def _released_error(node: Node) -> RuntimeError:
+    if node.released == "tape.clear()":
+        why = "dropped by tape.clear()"
+        fix = "build the computation again after clearing the tape"
+    else:
+        why = "released by an earlier backward pass, which freed what it saved"
+        fix = (
+            "pass retain_graph=True to the earlier backward() (or tape.grad) to walk "
+            "the graph again, or rebuild it by running the forward again"
+        )
+    return RuntimeError(
+        f"backward reached the record of {node.op.name!r} (recorded at "
+        f"{where_recorded(node)}), {why}; {fix}"
+    )
+
+
+def _check_finite(node: Node, position: int, part: Any) -> None:
+    data = part.data if isinstance(part, Tensor) else part
+    if data.dtype.kind in "fc" and not np.isfinite(data).all():
+        raise FloatingPointError(
+            f"detect_anomaly: the VJP of {node.op.name!r} (recorded at "
+            f"{where_recorded(node)}) produced NaN or Inf in the gradient of input {position}"
+        )
+
+
+def _run_hooks(t: Tensor, g: Any) -> Any:
+    for hook in t._extra["hooks"].values():  # type: ignore[index]
+        replaced = hook(g)
+        if replaced is not None:
+            if not isinstance(replaced, Tensor | np.ndarray) or replaced.shape != t.shape:
+                raise ValueError(
+                    f"hook: a hook on {t._label()} returned {describe(replaced)}; "
+                    "a replacement gradient must have the tensor's shape"
+                )
+            g = replaced
+    return g
+
+
+def _data(value: Any) -> Any:
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _vjp_all(node: Node, g: Any, out: Any, values: tuple) -> list:
+    """Run a variadic op's (or a Function's) one VJP and check what it returned."""
+    op, args = node.op, node.args
+    parts = op.vjp_all(g, out, *values, **node.params)  # type: ignore[misc]
+    if not isinstance(parts, tuple | list) or len(parts) != len(args):
+        count = len(parts) if isinstance(parts, tuple | list) else type(parts).__name__
+        raise TypeError(
+            f"{op.name}: backward must return a tuple with one gradient (or None) per "
+            f"input, {len(args)} here; it returned {count}"
+        )
+    if op.once:  # a user's backward may hand back arrays it keeps: take copies
+        return [None if p is None else np.array(_data(p)) for p in parts]
+    return list(parts)
+
+
+def _backprop(
+    outputs: Sequence[Tensor], seeds: Sequence[Any], graph: bool, wanted: set | None
+) -> tuple[dict[Tensor, Any], list[Node]]:
+    """The reverse walk; returns the total gradients of the tensors to keep, and the nodes run.
+
+    Kept are the leaves and the non-leaves that asked (``retain_grad``), or,
+    for ``tape.grad``, exactly the ``wanted`` tensors.
+    """
+    walk = _Walk(graph)
+    for t, seed in zip(outputs, seeds):
+        walk.accumulate(t, seed)
+    grads, pending, anomaly = walk.grads, walk.pending, _state.anomaly
+    kept: dict[Tensor, Any] = {}
+    visited = []
+    while pending:
+        out = heappop(pending)[1]
+        node = out.node
+        g = grads.pop(out)
+        if node.released is not None:
+            raise _released_error(node)
+        visited.append(node)
+        if out._extra is not None:
+            if "hooks" in out._extra:
+                g = _run_hooks(out, g)
+            if wanted is None and out._extra.get("retain_grad"):
+                kept[out] = g
+        if wanted is not None and out in wanted:
+            kept[out] = g
+        op, params = node.op, node.params
+        if graph and not op.once:  # Tensors in, so the VJP itself is recorded
+            values, out_value, g_value = node.args, out, g
+        else:  # arrays: the fast path, and Functions, whose backward knows only arrays
+            values, out_value = node.arrays, out.data
+            g_value = g.data if isinstance(g, Tensor) else g
+        vjps = op.vjps
+        parts = _vjp_all(node, g_value, out_value, values) if vjps is None else None
+        for position, a in enumerate(node.args):
+            if not (isinstance(a, Tensor) and a.requires_grad):
+                continue  # no formula runs for an input that needs no gradient
+            if vjps is not None:
+                part = vjps[position](g_value, out_value, *values, **params)
+            else:
+                part = parts[position]  # type: ignore[index]
+                if part is None:
+                    continue
+                if graph and op.once:
+                    part = _once_record(node, g, part)
+            if (
+                graph
+                or type(part) is not np.ndarray
+                or part.shape != a.data.shape
+                or (part.dtype != a.data.dtype)
+            ):
+                part = _conform(part, a, node, position, graph)
+            if anomaly:
+                _check_finite(node, position, part)
+            walk.accumulate(a, part, node, position)
+    for t, g in grads.items():  # what is left are leaves
+        if t._extra is not None and "hooks" in t._extra:
+            g = _run_hooks(t, g)
+        if wanted is None or t in wanted:
+            kept[t] = g
+    return kept, visited
+
+
+def _owned_copies(kept: dict[Tensor, Any], seeds: Sequence[Any]) -> dict[Tensor, Any]:
+    """Copy each result that something else may still refer to.
+
+    A VJP may pass its ``g`` on unchanged (``add``) or as a view (``reshape``),
+    so two leaves, or a leaf and the caller's seed, can hold the same buffer;
+    the results must not alias each other or anything the caller holds.
+    """
+    taken = {id(s) for s in seeds}
+    for t, g in kept.items():
+        if isinstance(g, np.ndarray) and (g.base is not None or id(g) in taken):
+            g = kept[t] = g.copy()
+        taken.add(id(g))
+    return kept
+
+
+# ---- differentiable once: the record a custom Function's gradient carries -----------
+
+
+def _once_forward(*inputs: Any, value: Any = None, function: str = "") -> Any:
+    return value
+
+
+def _twice(g: Any, out: Any, *inputs: Any, value: Any = None, function: str = "") -> Any:
+    raise RuntimeError(
+        f"{function}: a second backward pass reached a gradient computed by this "
+        "tape.Function, whose backward works on arrays and so is differentiable once; "
+        "write the op with tape ops (or as a Function whose backward uses Functions) "
+        "for higher derivatives"
+    )
+
+
+_ONCE = Op("function_backward", _once_forward)
+_ONCE.defvjp_all(_twice)
+
+
+def _once_record(node: Node, g: Any, part: Any) -> Any:
+    value = np.asarray(part.data if isinstance(part, Tensor) else part)
+    return apply(_ONCE, (g, *node.args), {"value": value, "function": node.op.name})
+
+
+# ---- the public entry points -----------------------------------------------------------
+
+
+def _seed(t: Tensor, grad: Any, what: str, graph: bool) -> Any:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{what}: outputs must be Tensors, got {type(t).__name__}")
+    if not t.requires_grad:
+        raise RuntimeError(
+            f"{what}: {t._label()} does not require grad, so no record leads to it; "
+            "create the leaves with requires_grad=True (and outside tape.no_grad())"
+        )
+    if grad is None:
+        if t.data.size != 1:
+            raise RuntimeError(
+                f"{what}: grad can be omitted only for a tensor with one element, but this "
+                f"one is {describe(t)}; pass grad=np.ones({t.shape}) (or the upstream "
+                "gradient), or reduce the tensor first with .sum() or .mean()"
+            )
+        seed = np.ones(t.shape, dtype=t.dtype)
+    else:
+        if isinstance(grad, Tensor) and not graph:
+            grad = grad.data
+        value = grad.data if isinstance(grad, Tensor) else np.asarray(grad)
+        if value.shape != t.shape:
+            raise ValueError(
+                f"{what}: grad has shape {value.shape} but the tensor is {describe(t)}; "
+                "the upstream gradient must have the tensor's shape"
+            )
+        seed = grad if isinstance(grad, Tensor) else value.astype(t.dtype, copy=False)
+    if graph and not isinstance(seed, Tensor):
+        seed = _wrap(seed)
+    return seed
+
+
+def _release(visited: list[Node]) -> None:
+    for node in visited:
+        node.release("backward")
+
+
+def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
+    """Accumulate the gradient of this tensor into ``.grad`` of every leaf it depends on.
+
+    Each leaf that requires grad gets ``leaf.grad += d(self)/d(leaf)``, so two
+    calls without zeroing give twice the gradient. Without ``retain_graph``
+    the pass releases the records it visited.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> y = x * x + x          # x is used twice: two contributions
+    >>> y.backward(np.ones(1))
+    >>> x.grad                 # 2x + 1
+    array([7.])
+    """
+    seed = _seed(self, grad, "backward", graph=False)
+    with _GradMode(False):
+        kept, visited = _backprop([self], [seed], False, None)
+    for t, g in _owned_copies(kept, [seed]).items():  # commit only after the walk succeeded
+        t._grad = g if t._grad is None else t._grad + g
+    if not retain_graph:
+        _release(visited)
+
+
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> list[Any]:
+    """Return ``d(outputs)/d(inputs)`` as a list, touching no ``.grad``.
+
+    With ``create_graph=True`` the backward pass is itself recorded, so the
+    returned gradients are Tensors that can be differentiated again.
+
+    >>> x = tape.tensor(2.0, requires_grad=True)
+    >>> (dx,) = tape.grad(x ** 3, [x], create_graph=True)   # 3x² = 12
+    >>> tape.grad(dx, [x])                                  # 6x = 12
+    [array(12.)]
+    """
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outs)
+    elif isinstance(grad_outputs, Tensor | np.ndarray | int | float):
+        grad_outputs = [grad_outputs]
+    if len(grad_outputs) != len(outs):
+        raise ValueError(
+            f"grad: {len(outs)} outputs but {len(grad_outputs)} grad_outputs; give one each"
+        )
+    for i, t in enumerate(ins):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise RuntimeError(
+                f"grad: input {i} ({describe(t)}) does not require grad; "
+                "only tensors with requires_grad=True have a gradient"
+            )
+    seeds = [_seed(t, g, "grad", create_graph) for t, g in zip(outs, grad_outputs)]
+    with _GradMode(create_graph):
+        kept, visited = _backprop(outs, seeds, create_graph, set(ins))
+    if not create_graph:
+        kept = _owned_copies(kept, seeds)
+    results = []
+    for i, t in enumerate(ins):
+        g = kept.get(t)
+        if g is None and not allow_unused:
+            raise ValueError(
+                f"grad: input {i} ({t._label()}) does not reach any output; pass "
+                "allow_unused=True to get None for it"
+            )
+        results.append(g)
+    if not (create_graph if retain_graph is None else retain_graph):
+        _release(visited)
+    return results
+
+
+class _Handle:
+    """Returned by ``register_hook``; ``.remove()`` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_key")
+
+    def __init__(self, hooks: dict, key: int) -> None:
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+def register_hook(self: Tensor, fn: Callable[[Any], Any]) -> _Handle:
+    """Call ``fn(grad)`` with the total gradient reaching this tensor in each pass.
+
+    ``fn`` may return a replacement gradient; hooks run in registration order.
+    """
+    if not self.requires_grad:
+        raise RuntimeError(
+            f"register_hook: {self._label()} does not require grad, so no gradient reaches it"
+        )
+    if self._extra is None:
+        self._extra = {}
+    hooks = self._extra.setdefault("hooks", {})
+    key = max(hooks, default=-1) + 1
+    hooks[key] = fn
+    return _Handle(hooks, key)
+
+
+def retain_grad(self: Tensor) -> None:
+    """Keep (and accumulate, like a leaf) ``.grad`` on this non-leaf tensor."""
+    if not self.requires_grad:
+        raise RuntimeError(f"retain_grad: {self._label()} does not require grad")
+    self._set_extra("retain_grad", True)
+
+
+Tensor.backward = backward  # type: ignore[attr-defined]
+Tensor.register_hook = register_hook  # type: ignore[attr-defined]
+Tensor.retain_grad = retain_grad  # type: ignore[attr-defined]

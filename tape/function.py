@@ -1,0 +1,200 @@
+"""Ops and custom Functions, and ``apply``: the one door to the tape.
+
+Every differentiable operation, built-in or user-written, is an :class:`Op`:
+a forward on NumPy arrays plus its vector-Jacobian product (VJP). ``apply``
+runs the forward and, when grad mode is on and an input requires grad,
+records one :class:`~tape.record.Node`. Nothing else writes to the tape.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import describe, where_recorded
+from .record import Node, _state
+from .tensor import Tensor, _wrap
+
+_NO_PARAMS: dict = {}
+
+
+class Op:
+    """A primitive: ``forward(*arrays, **params)`` and its VJP.
+
+    The VJP is one formula per input, ``vjp_i(g, out, *inputs, **params)``,
+    so the engine evaluates only the ones whose input needs a gradient (the
+    floor for a linear layer never computes ``dX`` for the data). Variadic ops
+    (``concatenate``) give one ``vjp_all`` returning a tuple instead.
+    """
+
+    __slots__ = ("name", "forward", "vjps", "vjp_all", "once", "params", "n_inputs", "__dict__")
+
+    def __init__(self, name: str, forward: Callable[..., Any]) -> None:
+        self.name = name
+        self.forward = forward
+        self.vjps: tuple | None = None
+        self.vjp_all: Callable[..., Any] | None = None
+        # A Function's backward runs on arrays only: differentiable once.
+        self.once = False
+        sig = inspect.signature(forward)
+        self.n_inputs = sum(
+            1
+            for p in sig.parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        )
+        self.params = {
+            p.name: p.default for p in sig.parameters.values() if p.default is not p.empty
+        }
+
+    def defvjp(self, *vjps: Callable[..., Any]) -> Op:
+        """Register one VJP formula per input, in argument order."""
+        if len(vjps) != self.n_inputs:
+            raise TypeError(f"{self.name}: defvjp needs {self.n_inputs} formulas, got {len(vjps)}")
+        self.vjps = vjps
+        return self
+
+    def defvjp_all(self, vjp: Callable[..., Any]) -> Op:
+        """Register one VJP that returns the gradients of all inputs as a tuple."""
+        self.vjp_all = vjp
+        return self
+
+    def call(self, *args: Any, **params: Any) -> Any:
+        """Apply to Tensors (recording), or run the bare forward on arrays.
+
+        VJP formulas call internal ops this way, so one formula serves both the
+        fast path (arrays) and ``create_graph=True`` (Tensors).
+        """
+        for a in args:
+            if isinstance(a, Tensor):
+                return apply(self, args, params)
+        return self.forward(*args, **params)
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
+    """Run ``op`` forward; record one Node if grad mode is on and an input needs grad."""
+    arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
+    try:
+        out = op.forward(*arrays, **params)
+    except (ValueError, TypeError, IndexError) as e:
+        raise _forward_error(op, args, params, e) from e
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    state = _state
+    if state.anomaly:
+        _check_finite(op, args, out)
+    result = _wrap(out)
+    if state.grad_enabled:
+        for a in args:
+            if isinstance(a, Tensor) and a.requires_grad:
+                result.requires_grad = True
+                result.node = Node(op, args, arrays, params, result)
+                break
+    return result
+
+
+def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception:
+    operands = ", ".join(describe(a) for a in args)
+    shown = "".join(f", {k}={v!r}" for k, v in params.items() if k != "ctx")
+    hint = getattr(op, "hint", None)
+    fix = hint(*args, **params) if hint is not None else None
+    message = f"{op.name}({operands}{shown}): {e}" + (f"; {fix}" if fix else "")
+    error = type(e)(message) if type(e) in (ValueError, TypeError, IndexError) else None
+    if error is None:  # keep NumPy's subclasses (AxisError, UFuncTypeError) catchable as such
+        error = (
+            ValueError(message)
+            if isinstance(e, ValueError)
+            else TypeError(message)
+            if isinstance(e, TypeError)
+            else IndexError(message)
+        )
+    return error
+
+
+def _check_finite(op: Op, args: tuple, out: np.ndarray) -> None:
+    if out.dtype.kind in "fc" and not np.isfinite(out).all():
+        operands = ", ".join(describe(a) for a in args)
+        raise FloatingPointError(
+            f"detect_anomaly: {op.name}({operands}) produced NaN or Inf in forward"
+        )
+
+
+class Context:
+    """What a custom Function's ``forward`` leaves for its ``backward``.
+
+    Call ``ctx.save_for_backward(*arrays)`` and read ``ctx.saved``; any other
+    attribute may be set too (``ctx.axis = 0``).
+    """
+
+    def __init__(self) -> None:
+        self.saved: tuple | None = ()
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        self.saved = arrays
+
+
+class Function:
+    """A custom op with a hand-written backward.
+
+    Subclass it with two static methods working on NumPy arrays, then call
+    ``MyOp.apply(*tensors, **kw)``; it is recorded on the tape like a built-in.
+
+    >>> class Square(tape.Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         ctx.save_for_backward(x)
+    ...         return x * x
+    ...     @staticmethod
+    ...     def backward(ctx, grad):
+    ...         (x,) = ctx.saved
+    ...         return (2 * x * grad,)
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> Square.apply(x).sum().backward()
+    >>> x.grad
+    array([6.])
+    """
+
+    _op: Op
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+        def forward(*arrays: Any, ctx: Context, **kw: Any) -> Any:
+            return cls.forward(ctx, *arrays, **kw)
+
+        def vjp_all(g: Any, out: Any, *inputs: Any, ctx: Context, **kw: Any) -> Any:
+            if ctx.saved is None:
+                raise RuntimeError(f"{cls.__name__}: its saved values were released")
+            return cls.backward(ctx, g)
+
+        op = Op(cls.__name__, forward)
+        op.n_inputs = -1
+        op.params = {}
+        op.defvjp_all(vjp_all)
+        op.once = True
+        cls._op = op
+
+    @staticmethod
+    def forward(ctx: Context, *arrays: Any, **kwargs: Any) -> Any:  # pragma: no cover
+        raise TypeError("a tape.Function subclass must define forward(ctx, *arrays)")
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:  # pragma: no cover
+        raise TypeError("a tape.Function subclass must define backward(ctx, grad)")
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        """Run ``forward`` on the inputs' arrays and record the call on the tape."""
+        try:
+            return apply(cls._op, args, {"ctx": Context(), **kwargs})
+        except Exception as e:
+            e.add_note(f"(in {cls.__name__}.forward)")
+            raise
+
+
+__all__ = ["Context", "Function", "Op", "apply", "where_recorded"]

@@ -1,0 +1,284 @@
+"""Tensor: a NumPy array that remembers the op that made it.
+
+This module holds the data model only. The math lives in ``ops.py``, whose
+registration attaches each op to ``Tensor`` as a method and operator, and
+``autodiff.py`` attaches ``backward``; so this file never imports them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import describe
+from .record import Node, _state
+
+# Filled by ops.py: how NumPy's ufuncs and functions map onto recorded ops.
+UFUNC_OPS: dict[Any, Callable[..., Any]] = {}
+FUNCTION_OPS: dict[Any, Callable[..., Any]] = {}
+# NumPy functions whose result carries no gradient, so running them on the data is safe.
+NONDIFF_FUNCTIONS: set[Any] = set()
+
+
+class Tensor:
+    """An ``np.ndarray`` plus what autodiff needs: ``requires_grad``, ``grad``, ``node``.
+
+    >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4.])
+    """
+
+    __slots__ = ("data", "requires_grad", "node", "_grad", "_extra", "__weakref__")
+    __array_priority__ = 1000
+
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        dtype: Any = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        array = np.array(data, dtype=dtype)
+        if requires_grad and not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(
+                f"tensor: requires_grad=True needs floating-point data, got {describe(array)}; "
+                "pass dtype=np.float64 (or np.float32), or write the data as floats (1.0, not 1)"
+            )
+        self.data = array
+        self.requires_grad = bool(requires_grad)
+        self.node: Node | None = None
+        self._grad: np.ndarray | None = None
+        self._extra: dict | None = None if name is None else {"name": name}
+
+    # ---- attributes ---------------------------------------------------------
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The accumulated gradient: an array of this tensor's shape and dtype, or ``None``."""
+        if self.node is not None and not self._flag("retain_grad"):
+            warnings.warn(
+                f"the .grad of a non-leaf tensor ({self._label()}) is not kept; "
+                "call .retain_grad() on it before backward, or read the gradient "
+                "with tape.grad(loss, [t])",
+                UserWarning,
+                stacklevel=2,
+            )
+            return None
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        if value is None:
+            self._grad = None
+            return
+        value = np.asarray(value.data if isinstance(value, Tensor) else value)
+        if value.shape != self.data.shape:
+            raise ValueError(
+                f"grad: cannot set a gradient of shape {value.shape} on a tensor of "
+                f"{describe(self)}; a gradient has its tensor's shape"
+            )
+        self._grad = value.astype(self.data.dtype, copy=False)
+
+    @property
+    def name(self) -> str | None:
+        """Optional label used in diagrams and error messages."""
+        return None if self._extra is None else self._extra.get("name")
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._set_extra("name", value)
+
+    def _flag(self, key: str) -> Any:
+        return None if self._extra is None else self._extra.get(key)
+
+    def _set_extra(self, key: str, value: Any) -> None:
+        if self._extra is None:
+            self._extra = {}
+        self._extra[key] = value
+
+    def _label(self) -> str:
+        made_by = f" made by {self.node.op.name}" if self.node is not None else ""
+        name = f"'{self.name}' " if self.name else ""
+        return f"{name}{describe(self)}{made_by}"
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors no recorded op produced (the ones that get ``.grad``)."""
+        return self.node is None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    # ---- conversions ---------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The data as an ``np.ndarray`` (shared, not copied)."""
+        return self.data
+
+    def item(self) -> Any:
+        """The single element as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(
+                f"item: only a tensor with one element converts to a Python number, "
+                f"this one is {describe(self)}; index it first, or use .tolist()"
+            )
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this data, cut from the graph (``requires_grad=False``)."""
+        return _wrap(self.data)
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient (``.grad = None``)."""
+        self._grad = None
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if copy:
+            return np.array(self.data, dtype=dtype, copy=True)
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor; use .item() to read its value")
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]  # type: ignore[index]
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    __hash__ = object.__hash__  # comparisons return Tensors; identity stays the hash
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extras = [f"dtype={self.data.dtype}"] if self.data.dtype != np.float64 else []
+        if self.requires_grad:
+            extras.append("requires_grad=True")
+        if self.node is not None:
+            extras.append(f"op={self.node.op.name}")
+        if self.name:
+            extras.append(f"name={self.name!r}")
+        return f"tensor({body}{''.join(', ' + e for e in extras)})"
+
+    # ---- in-place updates (optimizers) -------------------------------------------
+    def _inplace(self, other: Any, ufunc: Any, symbol: str) -> Tensor:
+        other_requires = isinstance(other, Tensor) and other.requires_grad
+        if _state.grad_enabled and (self.requires_grad or other_requires):
+            raise RuntimeError(
+                f"{symbol}: cannot update {self._label()} in place while recording, because "
+                "the tape would lose the value it saved; wrap the update in "
+                "`with tape.no_grad():` (as optimizers do) or write `t = t ... x`"
+            )
+        try:
+            ufunc(self.data, other.data if isinstance(other, Tensor) else other, out=self.data)
+        except (TypeError, ValueError) as e:
+            raise type(e)(
+                f"{symbol}: cannot update {describe(self)} with {describe(other)}: {e}"
+            ) from e
+        return self
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.add, "+=")
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.subtract, "-=")
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.multiply, "*=")
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.true_divide, "/=")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError(
+            "tensor item assignment is not recorded on the tape; build the new values "
+            "with tape.where(mask, new, t) or tape.concatenate, or assign into t.data "
+            "for a tensor that needs no gradient"
+        )
+
+    # ---- NumPy interop ---------------------------------------------------------
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if method == "__call__":
+            op = UFUNC_OPS.get(ufunc) if not kwargs else None
+            if op is not None:
+                return op(*inputs)
+            return _run_on_data(f"np.{ufunc.__name__}", ufunc, ufunc, inputs, kwargs)
+        return _run_on_data(
+            f"np.{ufunc.__name__}.{method}", None, getattr(ufunc, method), inputs, kwargs
+        )
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        op = FUNCTION_OPS.get(func)
+        if op is not None:
+            return op(*args, **kwargs)
+        return _run_on_data(f"np.{func.__name__}", func, func, args, kwargs)
+
+
+def _requires_grad_anywhere(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.requires_grad
+    if isinstance(value, list | tuple):
+        return any(_requires_grad_anywhere(v) for v in value)
+    return False
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, list | tuple):
+        return type(value)(_unwrap(v) for v in value)
+    return value
+
+
+def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
+    """Run a NumPy function tape has no rule for, only when no gradient is lost."""
+    lost = _state.grad_enabled and (
+        _requires_grad_anywhere(args) or _requires_grad_anywhere(list(kwargs.values()))
+    )
+    if lost and key not in NONDIFF_FUNCTIONS:
+        raise TypeError(
+            f"{what} has no gradient rule in tape, and one of its inputs requires grad, "
+            "so the result would silently drop out of the graph; use the tape op of the "
+            "same name if there is one (see docs/ops.md), compute on t.detach() if no "
+            "gradient should flow, or write a tape.Function with its backward"
+        )
+    return fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
+
+
+def _wrap(data: np.ndarray) -> Tensor:
+    """Make a Tensor around an array the engine just computed (no copy, no checks)."""
+    t = Tensor.__new__(Tensor)
+    t.data = data
+    t.requires_grad = False
+    t.node = None
+    t._grad = None
+    t._extra = None
+    return t
