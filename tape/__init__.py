@@ -45,7 +45,7 @@ from .ops import (
     transpose,
     where,
 )
-from .record import Node, Tape, enable_grad, get_tape, is_grad_enabled, no_grad
+from .record import Node, Tape, detect_anomaly, enable_grad, get_tape, is_grad_enabled, no_grad
 from .tensor import Tensor
 
 __version__ = "0.1.0"
@@ -63,6 +63,7 @@ __all__ = [
     "backward",
     "clamp",
     "concatenate",
+    "detect_anomaly",
     "div",
     "enable_grad",
     "exp",
@@ -103,3 +104,9 @@ __all__ = [
     "zeros",
     "zeros_like",
 ]
+
+# -- diagrams, teaching and the command line (issue 3) --
+
+# -- higher order and functional transforms (issue 4) --
+
+# -- nn and optim (issue 5) --

@@ -162,12 +162,18 @@ def _vjp_all(node: Node, g: Any, out: Any, values: tuple) -> list:
 
 
 def _backprop(
-    outputs: Sequence[Tensor], seeds: Sequence[Any], graph: bool, wanted: set | None
+    outputs: Sequence[Tensor],
+    seeds: Sequence[Any],
+    graph: bool,
+    wanted: set | None,
+    replay: bool = False,
 ) -> tuple[dict[Tensor, Any], list[Node]]:
     """The reverse walk; returns the total gradients of the tensors to keep, and the nodes run.
 
     Kept are the leaves and the non-leaves that asked (``retain_grad``), or,
-    for ``tape.grad``, exactly the ``wanted`` tensors.
+    for ``tape.grad``, exactly the ``wanted`` tensors. ``replay`` walks records
+    that a backward pass released, reading the inputs' data instead of the
+    saved arrays (diagrams use it to show what flowed along each edge).
     """
     walk = _Walk(graph)
     for t, seed in zip(outputs, seeds):
@@ -179,7 +185,7 @@ def _backprop(
         out = heappop(pending)[1]
         node = out.node
         g = grads.pop(out)
-        if node.released is not None:
+        if node.released is not None and not replay:
             raise _released_error(node)
         visited.append(node)
         if out._extra is not None:
@@ -194,6 +200,8 @@ def _backprop(
             values, out_value, g_value = node.args, out, g
         else:  # arrays: the fast path, and Functions, whose backward knows only arrays
             values, out_value = node.arrays, out.data
+            if values is None:  # released, and replayed
+                values = tuple(_data(a) for a in node.args)
             g_value = g.data if isinstance(g, Tensor) else g
         vjps = op.vjps
         parts = _vjp_all(node, g_value, out_value, values) if vjps is None else None

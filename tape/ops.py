@@ -443,6 +443,8 @@ def _shape_args(shape: tuple) -> tuple:
     """``reshape(4, 6)`` and ``reshape((4, 6))`` mean the same, as in NumPy and PyTorch."""
     if len(shape) == 1 and isinstance(shape[0], Sequence | np.ndarray):
         return tuple(shape[0])
+    if len(shape) == 1 and shape[0] is None:  # transpose(None), as NumPy allows
+        return ()
     return shape
 
 

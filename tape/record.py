@@ -185,6 +185,23 @@ class _GradMode:
         return wrapper
 
 
+class detect_anomaly:
+    """Raise ``FloatingPointError`` as soon as an op makes NaN or Inf.
+
+    Inside the block every op's forward result, and every gradient a VJP
+    produces in ``backward`` or ``tape.grad``, is checked; the error names the
+    op and the line of user code that recorded it.
+    """
+
+    def __enter__(self) -> detect_anomaly:
+        self._saved = _state.anomaly
+        _state.anomaly = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _state.anomaly = self._saved
+
+
 def no_grad() -> _GradMode:
     """Record nothing inside the block: results have ``requires_grad=False``.
 
