@@ -82,7 +82,9 @@ class _Walk:
         self.tracer = _state.tracer
         self.in_place = not graph and self.tracer is None
 
-    def accumulate(self, t: Tensor, part: Any, node: Node | None = None, position: int = 0) -> None:
+    def accumulate(
+        self, t: Tensor, part: Any, node: Node | None = None, position: int = 0, sent: Any = None
+    ) -> None:
         """``grad[t] += part``, never mutating an array the pass does not own.
 
         The first contribution is kept by reference, the second allocates the
@@ -101,7 +103,7 @@ class _Walk:
             if self.in_place:
                 self.owned.add(t)
         if self.tracer is not None and node is not None:
-            self.tracer.record(node, t, position, part, before, grads[t])
+            self.tracer.record(node, t, position, part, before, grads[t], sent)
 
 
 def _released_error(node: Node) -> RuntimeError:
@@ -176,6 +178,8 @@ def _backprop(
     saved arrays (diagrams use it to show what flowed along each edge).
     """
     walk = _Walk(graph)
+    if walk.tracer is not None:
+        walk.tracer.begin(outputs, seeds)
     for t, seed in zip(outputs, seeds):
         walk.accumulate(t, seed)
     grads, pending, anomaly = walk.grads, walk.pending, _state.anomaly
