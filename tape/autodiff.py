@@ -220,16 +220,17 @@ def _backprop(
                     continue
                 if graph and op.once:
                     part = _once_record(node, g, part)
+            sent = part
             if (
                 graph
                 or type(part) is not np.ndarray
                 or part.shape != a.data.shape
-                or (part.dtype != a.data.dtype)
+                or part.dtype != a.data.dtype
             ):
                 part = _conform(part, a, node, position, graph)
             if anomaly:
                 _check_finite(node, position, part)
-            walk.accumulate(a, part, node, position)
+            walk.accumulate(a, part, node, position, sent)
     for t, g in grads.items():  # what is left are leaves
         if t._extra is not None and "hooks" in t._extra:
             g = _run_hooks(t, g)
