@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import describe, where_recorded
 from .record import Node, _state
-from .tensor import Tensor, _wrap
+from .tensor import Tensor
 
 _NO_PARAMS: dict = {}
 
@@ -78,7 +78,11 @@ class Op:
 
 def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     """Run ``op`` forward; record one Node if grad mode is on and an input needs grad."""
-    arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
+    if len(args) == 2:  # the common case, unrolled: this runs for every op
+        x, y = args
+        arrays = (x.data if isinstance(x, Tensor) else x, y.data if isinstance(y, Tensor) else y)
+    else:
+        arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
     try:
         out = op.forward(*arrays, **params)
     except (ValueError, TypeError, IndexError) as e:
@@ -88,7 +92,10 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     state = _state
     if state.anomaly:
         _check_finite(op, args, out)
-    result = _wrap(out)
+    result = _new(Tensor)  # _wrap(out), inlined
+    result.data = out
+    result.node = result._grad = result._extra = None
+    result.requires_grad = False
     if state.grad_enabled:
         for a in args:
             if isinstance(a, Tensor) and a.requires_grad:
@@ -96,6 +103,9 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
                 result.node = Node(op, args, arrays, params, result)
                 break
     return result
+
+
+_new = object.__new__
 
 
 def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception:
