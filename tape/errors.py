@@ -25,6 +25,11 @@ def describe(value: object) -> str:
 
 def where_recorded(node: object) -> str:
     """The ``file:line`` of user code that recorded ``node``, for error messages."""
-    code, offset = node.where  # type: ignore[attr-defined]
+    return code_location(node.where)  # type: ignore[attr-defined]
+
+
+def code_location(where: tuple) -> str:
+    """``file:line`` of a ``(code, bytecode offset)`` pair."""
+    code, offset = where
     line = next((n for start, end, n in code.co_lines() if start <= offset < end), None)
     return f"{code.co_filename}:{line or code.co_firstlineno}"

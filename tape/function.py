@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import describe, where_recorded
-from .record import Node, _state
+from .errors import code_location, describe, where_recorded
+from .record import Node, _state, user_code
 from .tensor import Tensor
 
 _NO_PARAMS: dict = {}
@@ -130,7 +130,8 @@ def _check_finite(op: Op, args: tuple, out: np.ndarray) -> None:
     if out.dtype.kind in "fc" and not np.isfinite(out).all():
         operands = ", ".join(describe(a) for a in args)
         raise FloatingPointError(
-            f"detect_anomaly: {op.name}({operands}) produced NaN or Inf in forward"
+            f"detect_anomaly: {op.name}({operands}) at {code_location(user_code(2))} "
+            "produced NaN or Inf in forward"
         )
 
 

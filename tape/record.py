@@ -59,13 +59,7 @@ class Node:
         self.arrays = arrays
         self.params = params
         self._output = weakref.ref(output)  # the output owns its node, not the reverse
-        # The first frame outside this package is the user's line that asked for
-        # the op. Keep its code and bytecode offset (cheaper than f_lineno, and
-        # no frame, so no locals, stays alive); the line is looked up on demand.
-        frame = sys._getframe(3)  # skip apply and the op's public function
-        while frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_back is not None:
-            frame = frame.f_back
-        self.where = (frame.f_code, frame.f_lasti)
+        self.where = user_code(3)  # skip this, apply and the op's public function
         self.released: str | None = None
         tape = _state.tape
         self.index = next(tape._counter)
@@ -102,6 +96,19 @@ class Node:
     def __repr__(self) -> str:
         state = f", released by {self.released}" if self.released else ""
         return f"<Node #{self.index} {self.op.name}{state}>"
+
+
+def user_code(depth: int) -> tuple:
+    """Where the user's code asked for the op: ``(code, bytecode offset)``.
+
+    The first frame outside this package is the user's line. Keeping the code
+    object and offset, not the frame, keeps no locals alive and is cheaper than
+    ``f_lineno``; ``errors.where_recorded`` looks the line up when needed.
+    """
+    frame = sys._getframe(depth)
+    while frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_back is not None:
+        frame = frame.f_back
+    return (frame.f_code, frame.f_lasti)
 
 
 class Tape:
