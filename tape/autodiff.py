@@ -216,10 +216,10 @@ def _backprop(
                 part = vjps[position](g_value, out_value, *values, **params)
             else:
                 part = parts[position]  # type: ignore[index]
-                if part is None:
-                    continue
-                if graph and op.once:
-                    part = _once_record(node, g, part)
+            if part is None:
+                continue  # the op says: no gradient for this input
+            if graph and op.once:
+                part = _once_record(node, g, part)
             sent = part
             if (
                 graph
