@@ -35,7 +35,7 @@ def unbroadcast(g: Any, shape: tuple, node: Node, position: int) -> Any:
     lead = g.ndim - len(shape)
     if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, g.shape[lead:])):
         raise ValueError(
-            f"{node.op.name}: its VJP gave input {position} a gradient of shape {g.shape}, "
+            f"{node.op}: its VJP gave input {position} a gradient of shape {g.shape}, "
             f"but the input has shape {shape}; a VJP must return the input's shape, or "
             "the shape the input was broadcast to"
         )
@@ -57,7 +57,7 @@ def _conform(g: Any, t: Tensor, node: Node, position: int, graph: bool) -> Any:
     if g.dtype != t.data.dtype:
         if g.dtype.kind not in "fiub":
             raise TypeError(
-                f"{node.op.name}: its VJP gave input {position} a gradient of dtype "
+                f"{node.op}: its VJP gave input {position} a gradient of dtype "
                 f"{g.dtype}; gradients must be real numbers"
             )
         g = g.astype(t.data.dtype)
@@ -73,12 +73,13 @@ class _Walk:
     later, so it has already passed its contribution on.
     """
 
-    __slots__ = ("grads", "owned", "pending", "in_place", "tracer")
+    __slots__ = ("grads", "owned", "pending", "graph", "in_place", "tracer")
 
     def __init__(self, graph: bool) -> None:
         self.grads: dict[Tensor, Any] = {}
         self.owned: set[Tensor] = set()  # buffers this pass allocated: safe to += in place
         self.pending: list[tuple[int, Tensor]] = []
+        self.graph = graph
         self.tracer = _state.tracer
         self.in_place = not graph and self.tracer is None
 
@@ -99,7 +100,9 @@ class _Walk:
         elif self.in_place and t in self.owned:
             before += part
         else:
-            grads[t] = before + part
+            total = before + part
+            # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
+            grads[t] = total if self.graph else np.asarray(total)
             if self.in_place:
                 self.owned.add(t)
         if self.tracer is not None and node is not None:
@@ -117,7 +120,7 @@ def _released_error(node: Node) -> RuntimeError:
             "the graph again, or rebuild it by running the forward again"
         )
     return RuntimeError(
-        f"backward reached the record of {node.op.name!r} (recorded at "
+        f"backward reached the record of {node.op!r} (recorded at "
         f"{where_recorded(node)}), {why}; {fix}"
     )
 
@@ -126,13 +129,13 @@ def _check_finite(node: Node, position: int, part: Any) -> None:
     data = part.data if isinstance(part, Tensor) else part
     if data.dtype.kind in "fc" and not np.isfinite(data).all():
         raise FloatingPointError(
-            f"detect_anomaly: the VJP of {node.op.name!r} (recorded at "
+            f"detect_anomaly: the VJP of {node.op!r} (recorded at "
             f"{where_recorded(node)}) produced NaN or Inf in the gradient of input {position}"
         )
 
 
-def _run_hooks(t: Tensor, g: Any) -> Any:
-    for hook in t._extra["hooks"].values():  # type: ignore[index]
+def _run_hooks(t: Tensor, g: Any, graph: bool) -> Any:
+    for hook in list(t._extra["hooks"].values()):  # type: ignore[index]
         replaced = hook(g)
         if replaced is not None:
             if not isinstance(replaced, Tensor | np.ndarray) or replaced.shape != t.shape:
@@ -140,7 +143,10 @@ def _run_hooks(t: Tensor, g: Any) -> Any:
                     f"hook: a hook on {t._label()} returned {describe(replaced)}; "
                     "a replacement gradient must have the tensor's shape"
                 )
-            g = replaced
+            if graph:  # the walk differentiates Tensors then
+                g = replaced if isinstance(replaced, Tensor) else _wrap(replaced)
+            else:
+                g = replaced.data if isinstance(replaced, Tensor) else replaced
     return g
 
 
@@ -150,7 +156,7 @@ def _data(value: Any) -> Any:
 
 def _vjp_all(node: Node, g: Any, out: Any, values: tuple) -> list:
     """Run a variadic op's (or a Function's) one VJP and check what it returned."""
-    op, args = node.op, node.args
+    op, args = node.primitive, node.args
     parts = op.vjp_all(g, out, *values, **node.params)  # type: ignore[misc]
     if not isinstance(parts, tuple | list) or len(parts) != len(args):
         count = len(parts) if isinstance(parts, tuple | list) else type(parts).__name__
@@ -168,6 +174,7 @@ def _backprop(
     seeds: Sequence[Any],
     graph: bool,
     wanted: set | None,
+    anomaly: bool = False,
     replay: bool = False,
 ) -> tuple[dict[Tensor, Any], list[Node]]:
     """The reverse walk; returns the total gradients of the tensors to keep, and the nodes run.
@@ -182,7 +189,8 @@ def _backprop(
         walk.tracer.begin(outputs, seeds)
     for t, seed in zip(outputs, seeds):
         walk.accumulate(t, seed)
-    grads, pending, anomaly = walk.grads, walk.pending, _state.anomaly
+    grads, pending = walk.grads, walk.pending
+    useful = None if wanted is None or replay else _leading_to(outputs, wanted)
     kept: dict[Tensor, Any] = {}
     visited = []
     while pending:
@@ -194,12 +202,14 @@ def _backprop(
         visited.append(node)
         if out._extra is not None:
             if "hooks" in out._extra:
-                g = _run_hooks(out, g)
+                g = _run_hooks(out, g, graph)
             if wanted is None and out._extra.get("retain_grad"):
                 kept[out] = g
         if wanted is not None and out in wanted:
             kept[out] = g
-        op, params = node.op, node.params
+        if useful is not None and node not in useful:
+            continue  # nothing asked for lies beyond this record
+        op, params = node.primitive, node.params
         if graph and not op.once:  # Tensors in, so the VJP itself is recorded
             values, out_value, g_value = node.args, out, g
         else:  # arrays: the fast path, and Functions, whose backward knows only arrays
@@ -212,6 +222,8 @@ def _backprop(
         for position, a in enumerate(node.args):
             if not (isinstance(a, Tensor) and a.requires_grad):
                 continue  # no formula runs for an input that needs no gradient
+            if useful is not None and not (a in wanted or a.node in useful):  # type: ignore[operator]
+                continue
             if vjps is not None:
                 part = vjps[position](g_value, out_value, *values, **params)
             else:
@@ -233,10 +245,30 @@ def _backprop(
             walk.accumulate(a, part, node, position, sent)
     for t, g in grads.items():  # what is left are leaves
         if t._extra is not None and "hooks" in t._extra:
-            g = _run_hooks(t, g)
+            g = _run_hooks(t, g, graph)
         if wanted is None or t in wanted:
             kept[t] = g
     return kept, visited
+
+
+def _leading_to(outputs: Sequence[Tensor], wanted: set) -> set[Node]:
+    """The records on a path from a wanted tensor to an output: all ``tape.grad`` runs."""
+    found: set[Node] = set()
+    stack = [t.node for t in outputs if t.node is not None]
+    while stack:  # iterative: no recursion limit
+        node = stack.pop()
+        if node not in found:
+            found.add(node)
+            stack.extend(a.node for a in node.args if isinstance(a, Tensor) and a.node is not None)
+    useful: set[Node] = set()
+    for node in sorted(found, key=_index):  # oldest first: a record's inputs come before it
+        if any(isinstance(a, Tensor) and (a in wanted or a.node in useful) for a in node.args):
+            useful.add(node)
+    return useful
+
+
+def _index(node: Node) -> int:
+    return node.index
 
 
 def _owned_copies(kept: dict[Tensor, Any], seeds: Sequence[Any]) -> dict[Tensor, Any]:
@@ -276,7 +308,7 @@ _ONCE.defvjp_all(_twice)
 
 def _once_record(node: Node, g: Any, part: Any) -> Any:
     value = np.asarray(part.data if isinstance(part, Tensor) else part)
-    return apply(_ONCE, (g, *node.args), {"value": value, "function": node.op.name})
+    return apply(_ONCE, (g, *node.args), {"value": value, "function": node.op})
 
 
 # ---- the public entry points -----------------------------------------------------------
@@ -333,9 +365,9 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     """
     seed = _seed(self, grad, "backward", graph=False)
     with _GradMode(False):
-        kept, visited = _backprop([self], [seed], False, None)
+        kept, visited = _backprop([self], [seed], False, None, _state.anomaly)
     for t, g in _owned_copies(kept, [seed]).items():  # commit only after the walk succeeded
-        t._grad = g if t._grad is None else t._grad + g
+        t._grad = g if t._grad is None else np.asarray(t._grad + g)
     if not retain_graph:
         _release(visited)
 
@@ -375,8 +407,14 @@ def grad(
                 "only tensors with requires_grad=True have a gradient"
             )
     seeds = [_seed(t, g, "grad", create_graph) for t, g in zip(outs, grad_outputs)]
-    with _GradMode(create_graph):
-        kept, visited = _backprop(outs, seeds, create_graph, set(ins))
+    anomaly = _state.anomaly
+    # Recorded VJPs run ops; check their results as this op's gradient, not as forwards.
+    _state.anomaly = anomaly and not create_graph
+    try:
+        with _GradMode(create_graph):
+            kept, visited = _backprop(outs, seeds, create_graph, set(ins), anomaly)
+    finally:
+        _state.anomaly = anomaly
     if not create_graph:
         kept = _owned_copies(kept, seeds)
     results = []

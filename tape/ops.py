@@ -650,8 +650,32 @@ Tensor.T = property(transpose)  # type: ignore[attr-defined]
 Tensor.__getitem__ = getitem  # type: ignore[attr-defined]
 Tensor.__pos__ = lambda self: self  # type: ignore[attr-defined]
 Tensor.astype = astype  # type: ignore[attr-defined]
+
+
+def _dot(x: Any, y: Any) -> Tensor:
+    if np.ndim(x) > 2 or np.ndim(y) > 2:
+        raise TypeError(
+            "np.dot of arrays with more than 2 axes sums over other axes than matmul; "
+            "use x @ y (tape.matmul), which broadcasts batch axes"
+        )
+    return matmul(x, y) if np.ndim(x) and np.ndim(y) else mul(x, y)
+
+
+def _expand_dims(x: Any, axis: Any) -> Tensor:
+    shape = np.expand_dims(np.empty(np.shape(x), dtype=bool), axis).shape
+    return reshape(x, shape)
+
+
+def _squeeze(x: Any, axis: Any = None) -> Tensor:
+    return reshape(x, np.squeeze(np.empty(np.shape(x), dtype=bool), axis).shape)
+
+
+UFUNC_OPS[np.square] = lambda x: pow(x, 2)
 FUNCTION_OPS.update(
     {
+        np.dot: _dot,
+        np.expand_dims: _expand_dims,
+        np.squeeze: _squeeze,
         np.reshape: reshape,
         np.transpose: lambda x, axes=None: transpose(x, axes) if axes is not None else transpose(x),
         np.swapaxes: swapaxes,

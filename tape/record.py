@@ -44,6 +44,7 @@ class Node:
 
     __slots__ = (
         "op",
+        "primitive",
         "args",
         "arrays",
         "params",
@@ -54,7 +55,8 @@ class Node:
     )
 
     def __init__(self, op: Any, args: tuple, arrays: tuple, params: dict, output: Any) -> None:
-        self.op = op
+        self.op: str = op.name
+        self.primitive = op  # the Op: forward and VJP
         self.args = args
         self.arrays = arrays
         self.params = params
@@ -67,11 +69,6 @@ class Node:
         refs.append(self._output)  # a record lives exactly as long as its output tensor
         if len(refs) >= tape._compact_at:
             tape._compact()
-
-    @property
-    def name(self) -> str:
-        """The op's name, e.g. ``"matmul"``."""
-        return self.op.name
 
     @property
     def inputs(self) -> tuple:
@@ -95,7 +92,7 @@ class Node:
 
     def __repr__(self) -> str:
         state = f", released by {self.released}" if self.released else ""
-        return f"<Node #{self.index} {self.op.name}{state}>"
+        return f"<Node #{self.index} {self.op}{state}>"
 
 
 def user_code(depth: int) -> tuple:

@@ -102,7 +102,7 @@ class Tensor:
         self._extra[key] = value
 
     def _label(self) -> str:
-        made_by = f" made by {self.node.op.name}" if self.node is not None else ""
+        made_by = f" made by {self.node.op}" if self.node is not None else ""
         name = f"'{self.name}' " if self.name else ""
         return f"{name}{describe(self)}{made_by}"
 
@@ -183,7 +183,7 @@ class Tensor:
         if self.requires_grad:
             extras.append("requires_grad=True")
         if self.node is not None:
-            extras.append(f"op={self.node.op.name}")
+            extras.append(f"op={self.node.op}")
         if self.name:
             extras.append(f"name={self.name!r}")
         return f"tensor({body}{''.join(', ' + e for e in extras)})"
@@ -227,9 +227,15 @@ class Tensor:
     # ---- NumPy interop ---------------------------------------------------------
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         if method == "__call__":
-            op = UFUNC_OPS.get(ufunc) if not kwargs else None
-            if op is not None:
+            op = UFUNC_OPS.get(ufunc)
+            if op is not None and not kwargs:
                 return op(*inputs)
+            if op is not None and _state.grad_enabled and _requires_grad_anywhere(inputs):
+                raise TypeError(
+                    f"np.{ufunc.__name__} on a Tensor that requires grad takes no keyword "
+                    f"arguments (got {', '.join(kwargs)}); call it without them, e.g. "
+                    f"np.{ufunc.__name__}(x, y), or cast with t.astype(...) first"
+                )
             return _run_on_data(f"np.{ufunc.__name__}", ufunc, ufunc, inputs, kwargs)
         return _run_on_data(
             f"np.{ufunc.__name__}.{method}", None, getattr(ufunc, method), inputs, kwargs
@@ -239,7 +245,9 @@ class Tensor:
         op = FUNCTION_OPS.get(func)
         if op is not None:
             return op(*args, **kwargs)
-        return _run_on_data(f"np.{func.__name__}", func, func, args, kwargs)
+        where = getattr(func, "__module__", "numpy") or "numpy"
+        name = f"{where.replace('numpy', 'np', 1)}.{func.__name__}"
+        return _run_on_data(name, func, func, args, kwargs)
 
 
 def _requires_grad_anywhere(value: Any) -> bool:
