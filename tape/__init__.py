@@ -108,5 +108,9 @@ __all__ = [
 # -- diagrams, teaching and the command line (issue 3) --
 
 # -- higher order and functional transforms (issue 4) --
+from . import func
+from .check import gradgradcheck
+
+__all__ = [*__all__, "func", "gradgradcheck"]  # keeps later sections' imports E402-clean
 
 # -- nn and optim (issue 5) --

@@ -197,9 +197,9 @@ def _backprop(
         out = heappop(pending)[1]
         node = out.node
         g = grads.pop(out)
-        if node.released is not None and not replay:
+        needed = useful is None or node in useful  # else nothing asked for lies beyond it
+        if needed and node.released is not None and not replay:
             raise _released_error(node)
-        visited.append(node)
         if out._extra is not None:
             if "hooks" in out._extra:
                 g = _run_hooks(out, g, graph)
@@ -207,8 +207,9 @@ def _backprop(
                 kept[out] = g
         if wanted is not None and out in wanted:
             kept[out] = g
-        if useful is not None and node not in useful:
-            continue  # nothing asked for lies beyond this record
+        if not needed:
+            continue  # neither run nor released: a later pass may still need this record
+        visited.append(node)
         op, params = node.primitive, node.params
         if graph and not op.once:  # Tensors in, so the VJP itself is recorded
             values, out_value, g_value = node.args, out, g
@@ -297,8 +298,7 @@ def _twice(g: Any, out: Any, *inputs: Any, value: Any = None, function: str = ""
     raise RuntimeError(
         f"{function}: a second backward pass reached a gradient computed by this "
         "tape.Function, whose backward works on arrays and so is differentiable once; "
-        "write the op with tape ops (or as a Function whose backward uses Functions) "
-        "for higher derivatives"
+        "for higher derivatives write the op with tape ops instead"
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .autodiff import grad
 from .errors import GradcheckError, describe
+from .ops import concatenate
 from .tensor import Tensor
 
 
@@ -80,3 +81,66 @@ def gradcheck(
                 f"atol + rtol*|numeric| = {atol + rtol * abs(numeric[worst]):.3g})"
             )
     return True
+
+
+def gradgradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Tensor | Sequence[Any],
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+) -> bool:
+    """Check ``fn``'s second derivatives: :func:`gradcheck` of its recorded gradient.
+
+    For a fixed random cotangent ``u`` (``grad_outputs``), the first gradient
+    ``G(x, u) = uᵀ ∂fn/∂x`` is computed with ``tape.grad(..., create_graph=True)``
+    and ``gradcheck`` then compares its derivatives, by central differences,
+    with ``x`` *and* with ``u``. The ``x`` part checks the second-order terms
+    (the VJPs differentiated again); the ``u`` part checks that each VJP stays
+    on the tape as a linear function of its upstream gradient. Returns
+    ``True`` or raises :class:`GradcheckError`; a custom ``tape.Function`` on
+    the path raises ``RuntimeError`` (it is differentiable once).
+
+    >>> x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    >>> tape.gradgradcheck(lambda t: (t * t.tanh()).sum(), [x])
+    True
+    """
+    given = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    wrt = [i for i, x in enumerate(given) if isinstance(x, Tensor) and x.requires_grad]
+    if not wrt:
+        raise ValueError("gradgradcheck: no input requires grad, so there is nothing to check")
+    xs = [
+        Tensor(x.data, dtype=np.float64, requires_grad=True) if i in wrt else x
+        for i, x in enumerate(given)
+    ]
+    out = fn(*xs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradgradcheck: fn must return a Tensor, got {type(out).__name__}")
+    u = Tensor(np.random.default_rng(1).standard_normal(out.shape), requires_grad=True)
+    n = len(xs)
+
+    def first_gradient(*args: Any) -> Tensor:
+        *args_x, cotangent = args
+        y = fn(*args_x)
+        if not y.requires_grad:
+            return Tensor(np.zeros(sum(args_x[i].size for i in wrt)))
+        found = grad(
+            y,
+            [args_x[i] for i in wrt],
+            grad_outputs=cotangent,
+            create_graph=True,
+            allow_unused=True,
+        )
+        flat = [
+            Tensor(np.zeros(args_x[i].size)) if g is None else g.reshape(-1)
+            for i, g in zip(wrt, found)
+        ]
+        return concatenate(flat) if len(flat) > 1 else flat[0]
+
+    try:
+        return gradcheck(first_gradient, [*xs, u], eps=eps, atol=atol, rtol=rtol)
+    except GradcheckError as e:
+        raise GradcheckError(
+            f"gradgradcheck (second order; input {n} below is the cotangent u "
+            f"that tape.grad received as grad_outputs): {e}"
+        ) from None
