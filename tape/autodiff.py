@@ -226,7 +226,12 @@ def _backprop(
             if useful is not None and not (a in wanted or a.node in useful):  # type: ignore[operator]
                 continue
             if vjps is not None:
-                part = vjps[position](g_value, out_value, *values, **params)
+                vjp = vjps[position]
+                part = (
+                    vjp(g_value, out_value, *values, **params)
+                    if params
+                    else (vjp(g_value, out_value, *values))
+                )
             else:
                 part = parts[position]  # type: ignore[index]
             if part is None:

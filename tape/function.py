@@ -78,13 +78,17 @@ class Op:
 
 def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     """Run ``op`` forward; record one Node if grad mode is on and an input needs grad."""
-    if len(args) == 2:  # the common case, unrolled: this runs for every op
+    n = len(args)  # the common cases unrolled: this runs for every op
+    if n == 2:
         x, y = args
         arrays = (x.data if isinstance(x, Tensor) else x, y.data if isinstance(y, Tensor) else y)
+    elif n == 1:
+        x = args[0]
+        arrays = (x.data if isinstance(x, Tensor) else x,)
     else:
         arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
     try:
-        out = op.forward(*arrays, **params)
+        out = op.forward(*arrays, **params) if params else op.forward(*arrays)
     except (ValueError, TypeError, IndexError) as e:
         raise _forward_error(op, args, params, e) from e
     if type(out) is not np.ndarray:
