@@ -238,12 +238,12 @@ def _backprop(
                 continue  # the op says: no gradient for this input
             if graph and op.once:
                 part = _once_record(node, g, part)
-            sent = part
-            if (
+            sent, data = part, a.data
+            if (  # cheap checks first; _conform does the real work when one trips
                 graph
                 or type(part) is not np.ndarray
-                or part.shape != a.data.shape
-                or part.dtype != a.data.dtype
+                or part.dtype is not data.dtype
+                or part.shape != data.shape
             ):
                 part = _conform(part, a, node, position, graph)
             if anomaly:
