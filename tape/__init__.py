@@ -8,8 +8,9 @@
 (3, 2)
 """
 
+from . import func, nn, optim
 from .autodiff import backward, grad
-from .check import gradcheck
+from .check import gradcheck, gradgradcheck
 from .creation import arange, full, ones, ones_like, randn, tensor, zeros, zeros_like
 from .errors import GradcheckError
 from .function import Context, Function
@@ -46,7 +47,9 @@ from .ops import (
     where,
 )
 from .record import Node, Tape, detect_anomaly, enable_grad, get_tape, is_grad_enabled, no_grad
+from .teaching import Step, Steps, render_steps, trace_backward
 from .tensor import Tensor
+from .viz import render, scope, to_dot, to_networkx
 
 __version__ = "0.1.0"
 
@@ -55,6 +58,8 @@ __all__ = [
     "Function",
     "GradcheckError",
     "Node",
+    "Step",
+    "Steps",
     "Tape",
     "Tensor",
     "abs",
@@ -68,10 +73,12 @@ __all__ = [
     "enable_grad",
     "exp",
     "full",
+    "func",
     "get_tape",
     "getitem",
     "grad",
     "gradcheck",
+    "gradgradcheck",
     "is_grad_enabled",
     "log",
     "log_softmax",
@@ -83,13 +90,18 @@ __all__ = [
     "minimum",
     "mul",
     "neg",
+    "nn",
     "no_grad",
     "ones",
     "ones_like",
+    "optim",
     "pow",
     "randn",
     "relu",
+    "render",
+    "render_steps",
     "reshape",
+    "scope",
     "sigmoid",
     "softmax",
     "sqrt",
@@ -99,18 +111,11 @@ __all__ = [
     "swapaxes",
     "tanh",
     "tensor",
+    "to_dot",
+    "to_networkx",
+    "trace_backward",
     "transpose",
     "where",
     "zeros",
     "zeros_like",
 ]
-
-# -- diagrams, teaching and the command line (issue 3) --
-
-# -- higher order and functional transforms (issue 4) --
-from . import func
-from .check import gradgradcheck
-
-__all__ = [*__all__, "func", "gradgradcheck"]  # keeps later sections' imports E402-clean
-
-# -- nn and optim (issue 5) --

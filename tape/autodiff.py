@@ -182,7 +182,8 @@ def _backprop(
     Kept are the leaves and the non-leaves that asked (``retain_grad``), or,
     for ``tape.grad``, exactly the ``wanted`` tensors. ``replay`` walks records
     that a backward pass released, reading the inputs' data instead of the
-    saved arrays (diagrams use it to show what flowed along each edge).
+    saved arrays, and runs no hooks (diagrams use it to show what flowed
+    along each edge).
     """
     walk = _Walk(graph)
     if walk.tracer is not None:
@@ -201,7 +202,7 @@ def _backprop(
         if needed and node.released is not None and not replay:
             raise _released_error(node)
         if out._extra is not None:
-            if "hooks" in out._extra:
+            if "hooks" in out._extra and not replay:  # hooks are promised real passes only
                 g = _run_hooks(out, g, graph)
             if wanted is None and out._extra.get("retain_grad"):
                 kept[out] = g
@@ -250,7 +251,7 @@ def _backprop(
                 _check_finite(node, position, part)
             walk.accumulate(a, part, node, position, sent)
     for t, g in grads.items():  # what is left are leaves
-        if t._extra is not None and "hooks" in t._extra:
+        if t._extra is not None and "hooks" in t._extra and not replay:
             g = _run_hooks(t, g, graph)
         if wanted is None or t in wanted:
             kept[t] = g

@@ -1,0 +1,124 @@
+"""Regenerate the pictures of docs/diagrams.md: `python docs/img/make_pictures.py`.
+
+Needs Graphviz's `dot` for the diagrams, and Debian's chromium with
+chromium-driver plus the selenium package for the screenshot of the
+step-through page (skipped, with a note, when they are missing).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+import tape
+
+HERE = Path(__file__).resolve().parent
+
+
+def seed_network() -> tape.Tensor:
+    """X(4×3) → Linear(3→2) → ReLU → MSE, as in `tape demo`."""
+    rng = np.random.default_rng(0)
+    X = tape.tensor(rng.standard_normal((4, 3)), requires_grad=True, name="X")
+    W = tape.tensor(rng.standard_normal((3, 2)), requires_grad=True, name="W")
+    b = tape.tensor(rng.standard_normal(2), requires_grad=True, name="b")
+    y = tape.tensor(rng.standard_normal((4, 2)), name="y")
+    z = X @ W + b
+    z.name = "z"
+    a = z.relu()
+    a.name = "a"
+    loss = ((a - y) ** 2).mean()
+    loss.name = "loss"
+    return loss
+
+
+def diagrams() -> list[Path]:
+    written = []
+    loss = seed_network()
+    written.append(tape.render(loss, HERE / "seed_before.svg", legend=True))
+    loss.backward()
+    written.append(tape.render(loss, HERE / "seed_after.svg", show_data=True))
+
+    x = tape.tensor([3.0], requires_grad=True, name="x")
+    y = x * x + x
+    y.name = "y"
+    y.backward(np.ones(1))
+    written.append(tape.render(y, HERE / "fanout.svg", show_data=True))
+
+    x = tape.tensor(np.arange(12.0).reshape(4, 3) / 10, requires_grad=True, name="x")
+    b = tape.tensor([1.0, 2.0, 3.0], requires_grad=True, name="b")
+    out = (x + b).sum()
+    out.name = "out"
+    out.backward()
+    written.append(tape.render(out, HERE / "broadcast.svg", show_data=True))
+
+    rng = np.random.default_rng(1)
+    x = tape.tensor(rng.standard_normal((8, 4)), name="x")
+    params = {}
+    h = x
+    for i, (n_in, n_out) in enumerate([(4, 16), (16, 16), (16, 1)], 1):
+        W = tape.tensor(rng.standard_normal((n_in, n_out)) / 4, requires_grad=True, name=f"W{i}")
+        c = tape.tensor(np.zeros(n_out), requires_grad=True, name=f"b{i}")
+        params[W.name], params[c.name] = W, c
+        with tape.scope(f"layer{i}"):
+            h = h @ W + c
+            h = h.tanh() if i < 3 else h
+        h.name = f"h{i}"
+    loss = (h**2).mean()
+    loss.name = "loss"
+    loss.backward()
+    written.append(tape.render(loss, HERE / "collapsed.svg", collapse=True, hide_constants=True))
+    return written
+
+
+def screenshot() -> Path | None:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+    except ImportError:
+        chromium = None
+    if not (chromium and driver):
+        print("skipped steps.png: needs chromium, chromium-driver and selenium", file=sys.stderr)
+        return None
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    flags = (
+        "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+        "--disable-background-networking --disable-component-update --disable-sync "
+        "--window-size=1400,860 --hide-scrollbars"
+    )
+    for flag in flags.split():
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory() as tmp:
+        options.add_argument(f"--user-data-dir={tmp}")
+        page = Path(tmp) / "backward.html"
+        # A fresh thread has a fresh tape, so the record numbers start at 0 as in a script.
+        worker = threading.Thread(target=lambda: tape.render_steps(seed_network(), page))
+        worker.start()
+        worker.join()
+        browser = webdriver.Chrome(service=Service(driver), options=options)
+        try:
+            browser.get(page.as_uri())
+            body = browser.find_element(By.TAG_NAME, "body")
+            for _ in range(5):  # mean, pow, sub, relu, add: the frame where b's sum shows
+                body.send_keys(Keys.ARROW_RIGHT)
+            path = HERE / "steps.png"
+            browser.save_screenshot(str(path))
+        finally:
+            browser.quit()
+    return path
+
+
+if __name__ == "__main__":
+    for path in [*diagrams(), screenshot()]:
+        if path is not None:
+            print(
+                f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}"
+            )

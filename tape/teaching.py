@@ -1,0 +1,673 @@
+"""Teaching the accumulation: the ledger of every ``+=`` and a page that steps through it.
+
+Backward visits the records newest first. At each one the op's VJP turns the
+gradient arriving at its output into one contribution per input, and the
+engine adds each contribution into that input's gradient: ``grad += part``.
+A tensor used three times is reached three times, and its gradient is the
+sum of the three parts; that sum is the multivariable chain rule.
+
+>>> x = tape.tensor([3.0], requires_grad=True, name="x")
+>>> with tape.trace_backward() as steps:
+...     (x * x + x).backward(np.ones(1))
+>>> print(steps)                 # one line per +=: x collects [1], then [3], then [3]
+>>> print(steps.explain(x))      # where did x's gradient come from?
+>>> x.grad
+array([7.])
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .autodiff import _seed
+from .errors import describe, where_recorded
+from .record import Node, _state
+from .tensor import Tensor
+from .viz import _build_dot, format_array, pipe, summed_axes, to_networkx, walk_backward
+
+
+def _snapshot(value: Any) -> Any:
+    """An owned copy: the ledger must not change when the engine reuses a buffer."""
+    if value is None:
+        return None
+    return np.array(value.data if isinstance(value, Tensor) else value, copy=True)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class Step:
+    """One ``+=``: the VJP of ``node`` sent ``contribution`` to its argument ``position``.
+
+    ``target`` is the tensor receiving it; ``grad_before`` is its gradient so
+    far in this pass (``None`` for the first contribution) and ``grad_after``
+    the sum. ``call`` numbers the backward pass (1, 2, ...) within the trace,
+    ``number`` the step. ``summed`` says how the engine summed a broadcast
+    gradient back to the target's shape (``"sum over axis 0 → (3,)"``), if it did.
+    """
+
+    __slots__ = (
+        "number",
+        "call",
+        "node",
+        "target",
+        "position",
+        "contribution",
+        "grad_before",
+        "grad_after",
+        "sent_shape",
+    )
+
+    def __init__(
+        self,
+        number: int,
+        call: int,
+        node: Node,
+        target: Tensor,
+        position: int,
+        contribution: np.ndarray,
+        grad_before: np.ndarray | None,
+        grad_after: np.ndarray,
+        sent_shape: tuple,
+    ) -> None:
+        self.number = number
+        self.call = call
+        self.node = node
+        self.target = target
+        self.position = position
+        self.contribution = contribution
+        self.grad_before = grad_before
+        self.grad_after = grad_after
+        self.sent_shape = sent_shape
+
+    @property
+    def summed(self) -> str | None:
+        """How the contribution was summed back to the target's shape, or ``None``."""
+        return summed_axes(self.sent_shape, self.target.shape)
+
+    def __repr__(self) -> str:
+        before = "None" if self.grad_before is None else format_array(self.grad_before)
+        return (
+            f"<Step {self.number} (pass {self.call}): {self.node.op}#{self.node.index} "
+            f"arg {self.position} += {format_array(self.contribution)}, "
+            f"{before} → {format_array(self.grad_after)}>"
+        )
+
+
+class Steps(Sequence):
+    """The ledger a :func:`trace_backward` block fills: one :class:`Step` per ``+=``, in order.
+
+    ``len(steps)``, iteration and indexing work like a list; ``str(steps)``
+    is a table; ``steps.of(t)`` the steps that fed one tensor, and
+    ``steps.explain(t)`` says in words where its gradient came from.
+    Tensors are named by ``.name``, results by the record that made them
+    (``mul#3``: record 3 of the tape), unnamed leaves ``leaf1, leaf2, ...``.
+    """
+
+    def __init__(self, outer: Any = None) -> None:
+        self._steps: list[Step] = []
+        self._outer = outer
+        self.calls: list[tuple[list[Tensor], list[np.ndarray]]] = []
+        """One entry per backward pass: its outputs and seeds."""
+        self._labels: dict[Tensor, str] = {}
+
+    # ---- the tracer protocol the engine calls -------------------------------------------
+    def begin(self, outputs: Sequence[Tensor], seeds: Sequence[Any]) -> None:
+        self.calls.append((list(outputs), [_snapshot(s) for s in seeds]))
+        if self._outer is not None:
+            self._outer.begin(outputs, seeds)
+
+    def record(
+        self,
+        node: Node,
+        target: Tensor,
+        position: int,
+        contribution: Any,
+        grad_before: Any,
+        grad_after: Any,
+        sent: Any,
+    ) -> None:
+        step = Step(
+            len(self._steps) + 1,
+            len(self.calls),
+            node,
+            target,
+            position,
+            _snapshot(contribution),
+            _snapshot(grad_before),
+            _snapshot(grad_after),
+            tuple(np.shape(sent)),
+        )
+        self._steps.append(step)
+        if self._outer is not None:
+            self._outer.record(node, target, position, contribution, grad_before, grad_after, sent)
+
+    # ---- a list of steps ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self._steps)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._steps[i]
+
+    def of(self, tensor: Tensor) -> list[Step]:
+        """The steps whose ``+=`` went into ``tensor``, in order."""
+        return [s for s in self._steps if s.target is tensor]
+
+    def label(self, tensor: Tensor) -> str:
+        """The name this ledger uses for ``tensor``."""
+        label = self._labels.get(tensor)
+        if label is None:
+            if tensor.name:
+                label = tensor.name
+            elif tensor.node is not None:
+                label = f"{tensor.node.op}#{tensor.node.index}"
+            else:
+                label = f"leaf{sum(1 for t in self._labels if t.node is None and not t.name) + 1}"
+            self._labels[tensor] = label
+        return label
+
+    # ---- words ----------------------------------------------------------------------------
+    def explain(self, tensor: Tensor) -> str:
+        """Where did ``tensor``'s gradient come from? Each contribution, its op, its pass."""
+        name = f"{self.label(tensor)} ({describe(tensor)})"
+        steps = self.of(tensor)
+        seeded = [i for i, (outs, _) in enumerate(self.calls, 1) if any(t is tensor for t in outs)]
+        if not steps and not seeded:
+            return f"{name} received no gradient in the {len(self.calls)} traced pass(es)."
+        lines = [f"{name} received {len(steps)} contribution(s):"]
+        for call in range(1, len(self.calls) + 1):
+            mine = [s for s in steps if s.call == call]
+            if call in seeded:
+                outs, seeds = self.calls[call - 1]
+                seed = seeds[next(i for i, t in enumerate(outs) if t is tensor)]
+                lines.append(f"  pass {call}: the seed {format_array(seed)} (backward starts here)")
+            for s in mine:
+                node = s.node
+                how = "first, kept as is" if s.grad_before is None else "+="
+                note = f", {s.summed}" if s.summed else ""
+                lines.append(
+                    f"  pass {call}, step {s.number}: from {node.op}#{node.index} "
+                    f"(recorded at {where_recorded(node)}), as its argument {s.position}: "
+                    f"{format_array(s.contribution)}{note} ({how}) → {format_array(s.grad_after)}"
+                )
+            if mine:
+                lines.append(f"  total in pass {call}: {format_array(mine[-1].grad_after)}")
+        if tensor.node is None and tensor.requires_grad and len(self.calls) > 1:
+            lines.append(
+                "Each pass starts from nothing; backward() then adds the pass's total into .grad."
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        if not self._steps:
+            return f"(no += recorded in {len(self.calls)} backward pass(es))"
+        count: dict[tuple[int, Tensor], int] = {}
+        for s in self._steps:
+            count[s.call, s.target] = count.get((s.call, s.target), 0) + 1
+        header = ("step", "pass", "VJP of", "arg", "→ into", "contribution", "before", "after", "")
+        rows = []
+        seen: dict[tuple[int, Tensor], int] = {}
+        for s in self._steps:
+            key = (s.call, s.target)
+            seen[key] = seen.get(key, 0) + 1
+            notes = []
+            if count[key] > 1:
+                notes.append(
+                    f"{'=' if seen[key] == 1 else '+='} ({_ordinal(seen[key])} of {count[key]})"
+                )
+            if s.summed:
+                notes.append(s.summed)
+            rows.append(
+                (
+                    str(s.number),
+                    str(s.call),
+                    f"{s.node.op}#{s.node.index}",
+                    str(s.position),
+                    f"→ {self.label(s.target)}",
+                    format_array(s.contribution),
+                    "—" if s.grad_before is None else format_array(s.grad_before),
+                    format_array(s.grad_after),
+                    "; ".join(notes),
+                )
+            )
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        right = {0, 1, 3}
+
+        def line(row: Sequence[str]) -> str:
+            cells = [
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            ]
+            return "  ".join(cells).rstrip()
+
+        return "\n".join([line(header), *(line(r) for r in rows)])
+
+    def __repr__(self) -> str:
+        return f"<Steps: {len(self._steps)} += in {len(self.calls)} backward pass(es)>"
+
+
+@contextmanager
+def trace_backward() -> Iterator[Steps]:
+    """Record every ``+=`` of the backward passes run inside the block.
+
+    Works for ``backward()`` and ``tape.grad``; blocks nest (an outer trace
+    also sees what an inner one records), and the previous state comes back
+    even when the block raises.
+
+    >>> w = tape.tensor([2.0], requires_grad=True, name="w")
+    >>> with tape.trace_backward() as steps:
+    ...     (w * w).sum().backward()
+    >>> len(steps), [s.contribution for s in steps.of(w)]
+    (3, [array([2.]), array([2.])])
+    >>> w.grad
+    array([4.])
+    """
+    saved = _state.tracer
+    steps = Steps(outer=saved)
+    _state.tracer = steps
+    try:
+        yield steps
+    finally:
+        _state.tracer = saved
+
+
+# ---- the step-through page --------------------------------------------------------------
+
+MAX_RECORDS = 300
+
+
+def _where(node: Node) -> str:
+    """``file:line`` of the recording, relative to the working directory when inside it."""
+    path, _, line = where_recorded(node).rpartition(":")
+    try:
+        path = str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        pass
+    return f"{path}:{line}"
+
+
+def _contributions(n: int) -> str:
+    return "its only contribution" if n == 1 else f"the sum of {n} contributions"
+
+
+def _cell(value: np.ndarray) -> str:
+    """A table cell: up to 12 values in full, a matrix one row per line."""
+    if value.ndim == 2 and value.size <= 12:
+        return "[" + ",\n ".join(format_array(row, 12) for row in value) + "]"
+    return format_array(value, 12)
+
+
+def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed: Any) -> tuple:
+    """The page's frames, and the longest grad text each tensor node ever shows."""
+    tensor_ids = {a["tensor"]: n for n, a in graph.nodes(data=True) if a.get("tensor") is not None}
+    op_ids = {a["index"]: n for n, a in graph.nodes(data=True) if a["kind"] == "op"}
+    edge_of = {}
+    out_edge = {}
+    for u, v, key, a in graph.edges(keys=True, data=True):
+        if a["kind"] == "argument":
+            edge_of[graph.nodes[v]["index"], key] = f"e_{u}_{v}_{key}"
+        else:
+            out_edge[u] = f"e_{u}_{v}_{key}"
+    grad_ids = [
+        n for n, a in graph.nodes(data=True) if a["kind"] == "tensor" and a["requires_grad"]
+    ]
+    state = {n: "grad: not computed yet" for n in grad_ids}
+    longest = dict(state)
+    out_id = tensor_ids[output]
+    uses = {n: graph.nodes[n]["uses"] for n in grad_ids}
+
+    def snapshot(updated: list[str]) -> dict:
+        for n in updated:
+            if len(state[n]) > len(longest[n]):
+                longest[n] = state[n]
+        return {
+            "grads": {f"n_{n}": state[n] for n in grad_ids},
+            "updated": [f"n_{n}" for n in updated],
+        }
+
+    frames = []
+    state[out_id] = f"grad {format_array(seed)}"
+    frames.append(
+        {
+            "title": f"Start: backward from {steps.label(output)}",
+            "text": [
+                f"The forward pass recorded {len(op_ids)} op(s); backward visits them "
+                "newest first.",
+                f"It starts at the output {steps.label(output)} ({describe(output)}) with the "
+                f"seed {format_array(seed)}, the gradient of the output with respect to itself.",
+                "Press → (or Next) to run the first VJP.",
+            ],
+            "active": f"n_{out_id}",
+            "flow": [],
+            "incoming": [],
+            "header": [],
+            "rows": [],
+            **snapshot([out_id]),
+        }
+    )
+    by_node: dict[int, list[Step]] = {}
+    for s in steps:
+        by_node.setdefault(s.node.index, []).append(s)
+    received: dict[Tensor, int] = {}
+    done_edges: list[str] = []
+    for number, node in enumerate(visited, 1):
+        mine = by_node.get(node.index, [])
+        out = node.output
+        g_in = state.get(tensor_ids.get(out, ""), "")
+        text = [
+            f"The VJP of {node.op} (recorded at {_where(node)}) runs.",
+            f"The gradient arriving at its output {steps.label(out)} is "
+            f"{g_in.removeprefix('grad ')}: all of it, since every op that used "
+            f"{steps.label(out)} was recorded later and has already sent its part.",
+        ]
+        if not mine:
+            text.append("None of its inputs needs a gradient, so it sends nothing.")
+        rows = []
+        updated = []
+        for s in mine:
+            tid = tensor_ids[s.target]
+            received[s.target] = received.get(s.target, 0) + 1
+            label = steps.label(s.target)
+            if s.grad_before is None:
+                how = "first contribution: kept as is"
+            else:
+                how = f"+= ({_ordinal(received[s.target])} of {uses[tid]} uses)"
+            before = "—" if s.grad_before is None else _cell(s.grad_before)
+            rows.append(
+                [label, str(s.position), _cell(s.contribution), before, _cell(s.grad_after), how]
+            )
+            if s.summed:
+                text.append(
+                    f"Argument {s.position} ({label}) was broadcast in forward: the VJP sent shape "
+                    f"{s.sent_shape}, so the engine summed it back: {s.summed}."
+                )
+            if uses[tid] > 1 and received[s.target] == uses[tid]:
+                text.append(
+                    f"{label} is used {uses[tid]} times: all {uses[tid]} contributions have "
+                    f"now been added, its gradient {format_array(s.grad_after)} is complete."
+                )
+            state[tid] = f"grad {format_array(s.grad_after)}"
+            updated.append(tid)
+        flow = [edge_of[node.index, s.position] for s in mine]
+        frames.append(
+            {
+                "title": f"Step {number} of {len(visited)}: VJP of {node.op}#{node.index}",
+                "text": text,
+                "active": f"n_{op_ids[node.index]}",
+                "flow": flow,
+                "incoming": [out_edge[op_ids[node.index]]],
+                "done": list(done_edges),
+                "header": ["into", "arg", "contribution", "grad before", "grad after", ""],
+                "rows": rows,
+                **snapshot(updated),
+            }
+        )
+        done_edges.extend(flow)
+    leaves = [
+        (t, n)
+        for t, n in tensor_ids.items()
+        if t.node is None and t.requires_grad and t in received
+    ]
+    frames.append(
+        {
+            "title": "Done: every leaf has its total gradient",
+            "text": [
+                "Backward is complete. backward() would now add these totals into each leaf's "
+                ".grad (+=, so a second call doubles them); this page ran its own pass, like "
+                "tape.grad, and touched no .grad.",
+            ],
+            "active": None,
+            "flow": [],
+            "incoming": [],
+            "done": list(done_edges),
+            "header": ["leaf", "total gradient", ""],
+            "rows": [
+                [
+                    steps.label(t),
+                    _cell(steps.of(t)[-1].grad_after),
+                    _contributions(len(steps.of(t))),
+                ]
+                for t, _ in leaves
+            ],
+            **snapshot([]),
+        }
+    )
+    frames[0]["done"] = []
+    return frames, longest
+
+
+def render_steps(
+    output: Tensor,
+    path: str | os.PathLike = "backward.html",
+    grad: Any = None,
+    *,
+    show_data: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Write one self-contained HTML page that steps through the backward pass of ``output``.
+
+    Frame by frame: the node whose VJP runs is highlighted, the contributions
+    it sends appear on its edges, and a table gives each parent's gradient
+    before and after ``+=``. Buttons and the arrow keys move between frames.
+    The page carries its picture inline (one SVG, laid out once so nothing
+    jumps between frames) and needs no network.
+
+    Runs its own backward pass, like ``tape.grad``: no ``.grad`` is touched and
+    the graph is kept (it also works after a ``backward`` released it).
+    ``grad`` seeds a non-scalar output, as in ``backward``. Needs Graphviz to
+    lay out the graph (see :func:`tape.render`). Returns the path written.
+
+    >>> path = tape.render_steps(loss, "backward.html")   # open it in a browser
+    """
+    if not isinstance(output, Tensor):
+        raise TypeError(f"render_steps: output must be a Tensor, got {type(output).__name__}")
+    if output.node is None:
+        raise RuntimeError(
+            f"render_steps: {output._label()} was made by no recorded op, so there is no "
+            "backward pass to show; build it from tensors with requires_grad=True"
+        )
+    seed = _seed(output, grad, "render_steps", graph=False)
+    graph = to_networkx(output, flow=False)
+    n_ops = sum(1 for _, k in graph.nodes(data="kind") if k == "op")
+    if n_ops > MAX_RECORDS:
+        raise ValueError(
+            f"render_steps: the graph has {n_ops} records, more than a step-through page can "
+            f"show ({MAX_RECORDS}); draw it with tape.render(output, 'graph.svg', collapse=True)"
+        )
+    steps = Steps()
+    visited = walk_backward([output], [seed], steps)
+
+    frames, longest = _frames(graph, steps, visited, output, seed)
+    titles = {}
+    for n, a in graph.nodes(data=True):
+        if a["kind"] == "op":
+            titles[n] = f"{a['op']} #{a['index']}"
+        elif a["tensor"] is not None:
+            titles[n] = steps.label(a["tensor"])
+    edge_ids = {
+        (graph.nodes[v]["index"], key): (u, v, key)
+        for u, v, key, kind in graph.edges(keys=True, data="kind")
+        if kind == "argument"
+    }
+    edge_texts = {}
+    for s in steps:
+        lines = [f"+= {format_array(s.contribution)}"]
+        if s.summed:
+            lines.append(s.summed)
+        edge_texts[edge_ids[s.node.index, s.position]] = lines
+    dot = _build_dot(
+        graph,
+        show_data=show_data,
+        show_grad=True,
+        ids=True,
+        titles=titles,
+        grad_texts=longest,
+        edge_texts=edge_texts,
+    )
+    svg = pipe(dot, "svg").decode()
+    svg = svg[svg.index("<svg") :]
+    heading = title or f"Backward pass of {steps.label(output)}, step by step"
+    path = Path(path)
+    path.write_text(_page(heading, svg, {"frames": frames}), encoding="utf-8")
+    return path
+
+
+def _page(heading: str, svg: str, data: dict) -> str:
+    # JSON inside <script> must not be able to close it: escape <, > and &.
+    payload = (
+        json.dumps(data, ensure_ascii=False)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
+    return (
+        _TEMPLATE.replace("{{heading}}", html.escape(heading))
+        .replace("{{svg}}", svg)
+        .replace("{{data}}", payload)
+    )
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{heading}}</title>
+<style>
+  body { font: 15px/1.45 Helvetica, Arial, sans-serif; margin: 0; color: #222; }
+  header { padding: 10px 18px; background: #f6f6f6; border-bottom: 1px solid #ddd;
+           position: sticky; top: 0; z-index: 2; }
+  header h1 { font-size: 18px; margin: 0 0 6px 0; }
+  #controls button { font-size: 14px; padding: 4px 12px; margin-right: 4px; cursor: pointer; }
+  #counter { margin-left: 10px; color: #555; }
+  main { display: flex; gap: 18px; padding: 14px 18px; align-items: flex-start; }
+  #graph { flex: 1 1 55%; overflow: auto; }
+  #graph svg { max-width: 100%; height: auto; }
+  #panel { flex: 1 1 45%; min-width: 320px; position: sticky; top: 96px; }
+  #frame-title { font-size: 17px; margin: 0 0 8px 0; }
+  #frame-body p { margin: 4px 0; }
+  table { border-collapse: collapse; margin-top: 10px; font-size: 13px; }
+  th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left;
+           font-family: Menlo, Consolas, "DejaVu Sans Mono", monospace; }
+  td.matrix { white-space: pre; }
+  th { background: #f0f0f0; font-family: Helvetica, Arial, sans-serif; }
+  .hint { color: #777; font-size: 13px; margin-top: 14px; }
+  g.edge text { visibility: hidden; }
+  g.edge.done text, g.edge.flow text { visibility: visible; }
+  g.edge.done text { fill: #999999; }
+  g.edge.flow path { stroke: #d62728; stroke-width: 3px; }
+  g.edge.flow polygon { stroke: #d62728; fill: #d62728; }
+  g.edge.flow text { fill: #d62728; font-weight: bold; }
+  g.edge.incoming path { stroke: #d62728; stroke-dasharray: 5 3; stroke-width: 2px; }
+  g.node.active ellipse, g.node.active polygon, g.node.active path {
+    stroke: #d62728; stroke-width: 4px; }
+  g.node.updated ellipse, g.node.updated polygon, g.node.updated path { fill: #ffd9d9; }
+</style>
+</head>
+<body>
+<header>
+  <h1>{{heading}}</h1>
+  <div id="controls">
+    <button id="first" title="first frame (Home)">&#xAB; first</button>
+    <button id="prev" title="previous frame (&#x2190;)">&#x25C0; prev</button>
+    <button id="next" title="next frame (&#x2192;)">next &#x25B6;</button>
+    <button id="last" title="last frame (End)">last &#xBB;</button>
+    <span id="counter"></span>
+  </div>
+</header>
+<main>
+  <div id="graph">{{svg}}</div>
+  <div id="panel">
+    <h2 id="frame-title"></h2>
+    <div id="frame-body"></div>
+    <table id="frame-table"></table>
+    <p class="hint">Keys: &#x2192; / &#x2190; step, Home / End jump. Red: the node whose VJP
+      runs and the contributions it sends; pink: gradients that just changed by +=.</p>
+  </div>
+</main>
+<noscript>This page needs JavaScript to step through the frames.</noscript>
+<script type="application/json" id="frames">{{data}}</script>
+<script>
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("frames").textContent);
+  var frames = data.frames, k = 0;
+  function byId(id) { return id ? document.getElementById(id) : null; }
+  function classes(selector, name, ids) {
+    document.querySelectorAll(selector).forEach(function (el) { el.classList.remove(name); });
+    (ids || []).forEach(function (id) { var el = byId(id); if (el) el.classList.add(name); });
+  }
+  function cell(row, tag, text) {
+    var c = document.createElement(tag); c.textContent = text;
+    if (text.indexOf("\\n") >= 0) c.className = "matrix";
+    row.appendChild(c);
+  }
+  function show(i) {
+    k = Math.max(0, Math.min(frames.length - 1, i));
+    var f = frames[k];
+    classes("g.node", "active", f.active ? [f.active] : []);
+    var active = byId(f.active);
+    if (active) active.scrollIntoView({block: "center", inline: "nearest"});
+    classes("g.node", "updated", f.updated);
+    classes("g.edge", "flow", f.flow);
+    classes("g.edge", "incoming", f.incoming);
+    classes("g.edge", "done", f.done);
+    Object.keys(f.grads).forEach(function (id) {
+      var g = byId(id); if (!g) return;
+      var texts = g.querySelectorAll("text");
+      if (texts.length) texts[texts.length - 1].textContent = f.grads[id];
+    });
+    document.getElementById("frame-title").textContent = f.title;
+    var body = document.getElementById("frame-body");
+    body.textContent = "";
+    f.text.forEach(function (line) {
+      var p = document.createElement("p"); p.textContent = line; body.appendChild(p);
+    });
+    var table = document.getElementById("frame-table");
+    table.textContent = "";
+    if (f.rows.length) {
+      var head = document.createElement("tr");
+      f.header.forEach(function (h) { cell(head, "th", h); });
+      table.appendChild(head);
+      f.rows.forEach(function (r) {
+        var tr = document.createElement("tr");
+        r.forEach(function (v) { cell(tr, "td", v); });
+        table.appendChild(tr);
+      });
+    }
+    document.getElementById("counter").textContent = "frame " + (k + 1) + " / " + frames.length;
+    document.getElementById("first").disabled = document.getElementById("prev").disabled = k === 0;
+    document.getElementById("next").disabled = document.getElementById("last").disabled =
+      k === frames.length - 1;
+  }
+  document.getElementById("first").onclick = function () { show(0); };
+  document.getElementById("prev").onclick = function () { show(k - 1); };
+  document.getElementById("next").onclick = function () { show(k + 1); };
+  document.getElementById("last").onclick = function () { show(frames.length - 1); };
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "ArrowRight" || e.key === " ") { show(k + 1); e.preventDefault(); }
+    else if (e.key === "ArrowLeft") { show(k - 1); e.preventDefault(); }
+    else if (e.key === "Home") { show(0); e.preventDefault(); }
+    else if (e.key === "End") { show(frames.length - 1); e.preventDefault(); }
+  });
+  show(0);
+})();
+</script>
+</body>
+</html>
+"""
+
+
+__all__ = ["Step", "Steps", "render_steps", "trace_backward"]

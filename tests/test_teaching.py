@@ -1,0 +1,242 @@
+"""The += ledger (trace_backward, Steps) and the step-through page (render_steps)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tape
+from tape.record import _state
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")
+
+
+def fanout():
+    x = tape.tensor([3.0], requires_grad=True, name="x")
+    return x, x * x + x
+
+
+def test_every_plus_equals_is_a_step_in_order():
+    x, y = fanout()
+    with tape.trace_backward() as steps:
+        y.backward(np.ones(1))
+    assert len(steps) == 4
+    ops = [(s.node.op, s.position) for s in steps]
+    # newest record first; within one record in argument order
+    assert ops == [("add", 0), ("add", 1), ("mul", 0), ("mul", 1)]
+    assert steps[0].target is y.node.args[0]  # contributions into intermediates are steps too
+    into_x = steps.of(x)
+    assert [s.contribution.tolist() for s in into_x] == [[1.0], [3.0], [3.0]]
+    assert into_x[0].grad_before is None
+    assert [s.grad_before.tolist() for s in into_x[1:]] == [[1.0], [4.0]]
+    assert [s.grad_after.tolist() for s in into_x] == [[1.0], [4.0], [7.0]]
+    np.testing.assert_array_equal(x.grad, [7.0])
+    assert all(s.call == 1 for s in steps) and [s.number for s in steps] == [1, 2, 3, 4]
+
+
+def test_table_shows_one_line_per_plus_equals():
+    _x, y = fanout()
+    with tape.trace_backward() as steps:
+        y.backward(np.ones(1))
+    table = str(steps)
+    lines = table.splitlines()
+    assert len(lines) == 1 + len(steps)
+    assert lines[0].split()[:4] == ["step", "pass", "VJP", "of"]
+    x_lines = [line for line in lines if "→ x " in line]
+    assert len(x_lines) == 3
+    assert "= (1st of 3)" in x_lines[0]
+    assert "+= (2nd of 3)" in x_lines[1] and "[1]" in x_lines[1] and "[4]" in x_lines[1]
+    assert "+= (3rd of 3)" in x_lines[2] and x_lines[2].rstrip().endswith("(3rd of 3)")
+
+
+def test_explain_says_where_a_gradient_came_from():
+    x, y = fanout()
+    with tape.trace_backward() as steps:
+        y.backward(np.ones(1))
+        y2 = x * 2.0
+        y2.backward(np.ones(1))
+    text = steps.explain(x)
+    assert text.startswith("x (float64[1]) received 4 contribution(s)")
+    assert "pass 1, step 2: from add#" in text and "pass 2" in text
+    assert f"{Path(__file__).name}:" in text  # the line of user code that recorded each op
+    assert "total in pass 1: [7]" in text and "total in pass 2: [2]" in text
+    assert "adds the pass's total into .grad" in text
+    np.testing.assert_array_equal(x.grad, [9.0])
+    z = tape.tensor([1.0], requires_grad=True, name="z")
+    assert "received no gradient" in steps.explain(z)
+    assert "the seed [1]" in steps.explain(y)
+
+
+def test_two_passes_are_numbered_and_each_starts_from_nothing():
+    x, y = fanout()
+    with tape.trace_backward() as steps:
+        y.backward(np.ones(1), retain_graph=True)
+        y.backward(np.ones(1))
+    assert len(steps.calls) == 2
+    assert [s.call for s in steps] == [1] * 4 + [2] * 4
+    second = [s for s in steps.of(x) if s.call == 2]
+    assert second[0].grad_before is None and second[-1].grad_after.tolist() == [7.0]
+    np.testing.assert_array_equal(x.grad, [14.0])
+
+
+def test_broadcast_step_says_what_was_summed():
+    x = tape.tensor(np.ones((4, 3)), requires_grad=True, name="x")
+    b = tape.tensor(np.zeros(3), requires_grad=True, name="b")
+    with tape.trace_backward() as steps:
+        (x + b).sum().backward()
+    (step,) = steps.of(b)
+    assert step.sent_shape == (4, 3) and step.summed == "sum over axis 0 → (3,)"
+    np.testing.assert_array_equal(step.contribution, [4.0, 4.0, 4.0])
+    assert "sum over axis 0 → (3,)" in str(steps)
+    assert steps.of(x)[0].summed is None
+
+
+def test_tape_grad_is_traced_and_touches_no_grad():
+    x, y = fanout()
+    with tape.trace_backward() as steps:
+        (g,) = tape.grad(y, [x], grad_outputs=np.ones(1))
+    assert x.grad is None and g.tolist() == [7.0]
+    assert [s.grad_after.tolist() for s in steps.of(x)][-1] == [7.0]
+
+
+def test_traces_nest_and_restore_even_on_error():
+    _x, y = fanout()
+    assert _state.tracer is None
+    with tape.trace_backward() as outer:
+        with tape.trace_backward() as inner:
+            y.backward(np.ones(1))
+        assert _state.tracer is outer
+    assert _state.tracer is None
+    assert len(inner) == len(outer) == 4
+    with pytest.raises(ZeroDivisionError):
+        with tape.trace_backward():
+            raise ZeroDivisionError
+    assert _state.tracer is None
+
+
+def test_ledger_keeps_owned_copies():
+    w = tape.tensor([2.0], requires_grad=True, name="w")
+    with tape.trace_backward() as steps:
+        (w * w).sum().backward()
+    first = steps.of(w)[0]
+    assert first.grad_after.tolist() == [2.0]  # not the final [4]: a copy, not the buffer
+    assert steps.of(w)[1].grad_after.tolist() == [4.0]
+
+
+def test_labels_for_unnamed_tensors():
+    a = tape.tensor([1.0], requires_grad=True)
+    b = tape.tensor([2.0], requires_grad=True)
+    with tape.trace_backward() as steps:
+        (a * b).sum().backward()
+    assert steps.label(a) != steps.label(b)
+    assert {steps.label(a), steps.label(b)} == {"leaf1", "leaf2"}
+    assert re.fullmatch(r"mul#\d+", steps.label(steps[0].target))
+    assert repr(steps).startswith("<Steps: 3 += in 1 backward pass")
+
+
+# ---- render_steps -------------------------------------------------------------------------
+
+
+def _frames(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    data = re.search(r'<script type="application/json" id="frames">(.*?)</script>', text, re.S)
+    return json.loads(data.group(1))["frames"]
+
+
+@needs_dot
+def test_render_steps_writes_one_self_contained_page(tmp_path):
+    _x, y = fanout()
+    out = y.sum()
+    path = tape.render_steps(out, tmp_path / "backward.html")
+    assert path == tmp_path / "backward.html"
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "<svg" in text
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "no network"
+    assert "<link" not in text and "<script src" not in text and "@import" not in text
+    frames = _frames(path)
+    assert len(frames) == 3 + 2  # sum, add, mul; a first and a last frame
+    assert frames[0]["title"].startswith("Start")
+    mul = frames[3]
+    assert mul["title"].startswith("Step 3 of 3: VJP of mul#")
+    assert [(r[0], r[3], r[4]) for r in mul["rows"]] == [
+        ("x", "[1]", "[4]"),
+        ("x", "[4]", "[7]"),
+    ]
+    assert "+= (3rd of 3 uses)" in mul["rows"][1][5]
+    assert any("used 3 times" in line for line in mul["text"])
+    assert frames[-1]["rows"] == [["x", "[7]", "the sum of 3 contributions"]]
+    for f in frames:  # every id a frame refers to exists in the SVG
+        for key in filter(None, [f["active"], *f["flow"], *f["incoming"], *f["updated"]]):
+            assert f'id="{key}"' in text, key
+
+
+@needs_dot
+def test_render_steps_touches_no_grad_and_keeps_the_graph(tmp_path):
+    x, y = fanout()
+    out = y.sum()
+    tape.render_steps(out, tmp_path / "a.html")
+    assert x.grad is None
+    out.backward()  # the graph was kept: no "released" error
+    np.testing.assert_array_equal(x.grad, [7.0])
+    tape.render_steps(out, tmp_path / "b.html")  # and it works after a releasing backward
+    np.testing.assert_array_equal(x.grad, [7.0])
+
+
+@needs_dot
+def test_render_steps_broadcast_and_seed(tmp_path):
+    x = tape.tensor(np.ones((4, 3)), requires_grad=True, name="x")
+    b = tape.tensor(np.zeros(3), requires_grad=True, name="b")
+    y = x + b
+    with pytest.raises(RuntimeError, match="grad can be omitted only"):
+        tape.render_steps(y, tmp_path / "no.html")
+    path = tape.render_steps(y, tmp_path / "b.html", grad=np.ones((4, 3)))
+    frames = _frames(path)
+    assert any("sum over axis 0 → (3,)" in line for f in frames for line in f["text"])
+
+
+@needs_dot
+def test_render_steps_escapes_hostile_names(tmp_path):
+    x = tape.tensor([1.0], requires_grad=True, name="</script><script>alert(1)</script>")
+    path = tape.render_steps((x * x).sum(), tmp_path / "evil.html", title="<i>title</i>")
+    text = path.read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in text and "<i>title" not in text
+    assert _frames(path)[-1]["rows"][0][0] == x.name  # the JSON still round-trips
+
+
+def test_render_steps_rejects_what_it_cannot_show(tmp_path):
+    with pytest.raises(RuntimeError, match="no recorded op"):
+        tape.render_steps(tape.tensor([1.0], requires_grad=True), tmp_path / "x.html")
+    with pytest.raises(TypeError):
+        tape.render_steps(np.ones(2), tmp_path / "x.html")
+
+
+@needs_dot
+def test_render_steps_does_not_call_hooks(tmp_path):
+    calls = []
+    x = tape.tensor([3.0], requires_grad=True, name="x")
+    h = x * x
+    h.register_hook(lambda g: calls.append(1))
+    tape.render_steps((h + x).sum(), tmp_path / "hooks.html")
+    assert calls == []
+    (h + x).sum().backward()
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [tape.trace_backward, tape.viz.format_array, tape.to_networkx, tape.to_dot],
+    ids=lambda f: f.__name__,
+)
+def test_docstring_examples_run(fn):
+    import doctest
+
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(fn, globs={"tape": tape, "np": np}):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries > 0
