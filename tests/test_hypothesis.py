@@ -95,16 +95,17 @@ def reduction(draw: Any, ndim: int, allow_0d: bool) -> tuple:
 def programs(draw: Any, allow_0d: bool = True) -> tuple[list[np.ndarray], list]:
     """Leaves and a program; without ``allow_0d`` no value is 0-d."""
     shapes = [s for s in FAMILIES[draw(st.sampled_from(sorted(FAMILIES)))] if allow_0d or s]
-    n_leaves = draw(st.integers(1, 3))
+    # two or three leaves of different shapes, so binary steps broadcast often
+    leaf_shapes = draw(st.lists(st.sampled_from(shapes), min_size=2, max_size=3, unique=True))
     leaves = [
         draw(
             arrays(
                 np.float64,
-                draw(st.sampled_from(shapes)),
+                shape,
                 elements=st.floats(-2, 2, allow_nan=False, allow_subnormal=False),
             )
         )
-        for _ in range(n_leaves)
+        for shape in leaf_shapes
     ]
     program: list = []
     # values computed alongside, without grad, to keep every intermediate bounded
