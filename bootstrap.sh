@@ -58,4 +58,5 @@ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 |
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"
+export NO_MKDOCS_2_WARNING=1  # the maintainers' banner about a successor tool, not about us
 if [ -f mkdocs.yml ]; then .venv/bin/mkdocs build --strict --quiet --site-dir build/site; fi
