@@ -201,13 +201,8 @@ def _backprop(
         needed = useful is None or node in useful  # else nothing asked for lies beyond it
         if needed and node.released is not None and not replay:
             raise _released_error(node)
-        if out._extra is not None:
-            if "hooks" in out._extra and not replay:  # hooks are promised real passes only
-                g = _run_hooks(out, g, graph)
-            if wanted is None and out._extra.get("retain_grad"):
-                kept[out] = g
-        if wanted is not None and out in wanted:
-            kept[out] = g
+        if out._extra is not None or wanted is not None:  # hooks, retain_grad, tape.grad
+            g = _observe(out, g, kept, wanted, graph, replay)
         if not needed:
             continue  # neither run nor released: a later pass may still need this record
         visited.append(node)
@@ -226,15 +221,12 @@ def _backprop(
                 continue  # no formula runs for an input that needs no gradient
             if useful is not None and not (a in wanted or a.node in useful):  # type: ignore[operator]
                 continue
-            if vjps is not None:
-                vjp = vjps[position]
-                part = (
-                    vjp(g_value, out_value, *values, **params)
-                    if params
-                    else (vjp(g_value, out_value, *values))
-                )
-            else:
+            if vjps is None:
                 part = parts[position]  # type: ignore[index]
+            elif params:
+                part = vjps[position](g_value, out_value, *values, **params)
+            else:
+                part = vjps[position](g_value, out_value, *values)
             if part is None:
                 continue  # the op says: no gradient for this input
             if graph and op.once:
@@ -251,11 +243,25 @@ def _backprop(
                 _check_finite(node, position, part)
             walk.accumulate(a, part, node, position, sent)
     for t, g in grads.items():  # what is left are leaves
-        if t._extra is not None and "hooks" in t._extra and not replay:
-            g = _run_hooks(t, g, graph)
-        if wanted is None or t in wanted:
-            kept[t] = g
+        _observe(t, g, kept, wanted, graph, replay)
     return kept, visited
+
+
+def _observe(t: Tensor, g: Any, kept: dict, wanted: set | None, graph: bool, replay: bool) -> Any:
+    """``t``'s total gradient is known: run its hooks, keep it if asked; return what flows on."""
+    if t._extra is not None and "hooks" in t._extra and not replay:  # real passes only
+        g = _run_hooks(t, g, graph)
+    if wanted is not None:
+        keep = t in wanted  # tape.grad: exactly what was asked for
+    else:
+        keep = t.node is None or _flag(t, "retain_grad")  # backward: leaves, and who asked
+    if keep:
+        kept[t] = g
+    return g
+
+
+def _flag(t: Tensor, key: str) -> bool:
+    return t._extra is not None and bool(t._extra.get(key))
 
 
 def _leading_to(outputs: Sequence[Tensor], wanted: set) -> set[Node]:

@@ -30,7 +30,7 @@ class Op:
     (``concatenate``) give one ``vjp_all`` returning a tuple instead.
     """
 
-    __slots__ = ("name", "forward", "vjps", "vjp_all", "once", "params", "n_inputs", "__dict__")
+    __slots__ = ("name", "forward", "vjps", "vjp_all", "once", "params", "n_inputs", "hint")
 
     def __init__(self, name: str, forward: Callable[..., Any]) -> None:
         self.name = name
@@ -39,6 +39,7 @@ class Op:
         self.vjp_all: Callable[..., Any] | None = None
         # A Function's backward runs on arrays only: differentiable once.
         self.once = False
+        self.hint: Callable[..., str | None] | None = None  # names the fix in forward errors
         sig = inspect.signature(forward)
         self.n_inputs = sum(
             1
@@ -113,21 +114,14 @@ _new = object.__new__
 
 
 def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception:
+    """NumPy's complaint, prefixed with the op, its operands, and the op's hint for a fix."""
     operands = ", ".join(describe(a) for a in args)
     shown = "".join(f", {k}={v!r}" for k, v in params.items() if k != "ctx")
-    hint = getattr(op, "hint", None)
-    fix = hint(*args, **params) if hint is not None else None
+    fix = op.hint(*args, **params) if op.hint is not None else None
     message = f"{op.name}({operands}{shown}): {e}" + (f"; {fix}" if fix else "")
-    error = type(e)(message) if type(e) in (ValueError, TypeError, IndexError) else None
-    if error is None:  # keep NumPy's subclasses (AxisError, UFuncTypeError) catchable as such
-        error = (
-            ValueError(message)
-            if isinstance(e, ValueError)
-            else TypeError(message)
-            if isinstance(e, TypeError)
-            else IndexError(message)
-        )
-    return error
+    # API.md's classes: shapes and axes ValueError (NumPy's AxisError is one), dtypes TypeError
+    kind = next(k for k in (ValueError, TypeError, IndexError) if isinstance(e, k))
+    return kind(message)
 
 
 def _check_finite(op: Op, args: tuple, out: np.ndarray) -> None:
