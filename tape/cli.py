@@ -540,7 +540,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed_network(seed: int) -> dict[str, Any]:
+def seed_network(seed: int = 0) -> dict[str, Any]:
     """The seed example, X(4×3) → Linear(3→2) → ReLU → MSE, on raw tape tensors, float64."""
     rng = np.random.default_rng(seed)
     X = Tensor(rng.standard_normal((4, 3)), requires_grad=True, name="X")
@@ -583,7 +583,7 @@ def _can_draw_svg() -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    net = _seed_network(args.seed)
+    net = seed_network(args.seed)
     loss = net["loss"]
     loss.backward()
     hand = _hand_gradients(net)

@@ -66,7 +66,7 @@ def test_demo_checks_gradients_and_writes_files(capsys, tmp_path):
 
 def test_demo_prints_the_engine_and_hand_values(capsys, tmp_path):
     _, out, _ = run(capsys, "demo", "--out", str(tmp_path))
-    net = cli._seed_network(0)
+    net = cli.seed_network(0)
     net["loss"].backward()
     hand = cli._hand_gradients(net)
     np.testing.assert_allclose(net["W"].grad, hand["W"], atol=1e-12)

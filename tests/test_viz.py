@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tape
-from tape import viz
+from tape import cli, viz
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("TAPE_UPDATE_SNAPSHOTS") == "1"
@@ -40,19 +40,8 @@ def broadcast() -> tuple[tape.Tensor, tape.Tensor, tape.Tensor]:
 
 
 def seed_network() -> dict[str, tape.Tensor]:
-    """X(4×3) → Linear(3→2) → ReLU → MSE, float64, seeded."""
-    rng = np.random.default_rng(0)
-    X = tape.tensor(rng.standard_normal((4, 3)), requires_grad=True, name="X")
-    W = tape.tensor(rng.standard_normal((3, 2)), requires_grad=True, name="W")
-    b = tape.tensor(rng.standard_normal(2), requires_grad=True, name="b")
-    y = tape.tensor(rng.standard_normal((4, 2)), name="y")
-    z = X @ W + b
-    z.name = "z"
-    a = z.relu()
-    a.name = "a"
-    loss = ((a - y) ** 2).mean()
-    loss.name = "loss"
-    return {"X": X, "W": W, "b": b, "y": y, "z": z, "a": a, "loss": loss}
+    """X(4×3) → Linear(3→2) → ReLU → MSE, float64, seeded: the network `tape demo` draws."""
+    return cli.seed_network(0)
 
 
 def check_snapshot(name: str, text: str) -> None:

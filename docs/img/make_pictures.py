@@ -16,24 +16,14 @@ from pathlib import Path
 import numpy as np
 
 import tape
+from tape.cli import seed_network as seed_network_parts
 
 HERE = Path(__file__).resolve().parent
 
 
 def seed_network() -> tape.Tensor:
     """X(4×3) → Linear(3→2) → ReLU → MSE, as in `tape demo`."""
-    rng = np.random.default_rng(0)
-    X = tape.tensor(rng.standard_normal((4, 3)), requires_grad=True, name="X")
-    W = tape.tensor(rng.standard_normal((3, 2)), requires_grad=True, name="W")
-    b = tape.tensor(rng.standard_normal(2), requires_grad=True, name="b")
-    y = tape.tensor(rng.standard_normal((4, 2)), name="y")
-    z = X @ W + b
-    z.name = "z"
-    a = z.relu()
-    a.name = "a"
-    loss = ((a - y) ** 2).mean()
-    loss.name = "loss"
-    return loss
+    return seed_network_parts(0)["loss"]
 
 
 def diagrams() -> list[Path]:
