@@ -243,6 +243,12 @@ def _backprop(
                 _check_finite(node, position, part)
             walk.accumulate(a, part, node, position, sent)
     for t, g in grads.items():  # what is left are leaves
+        if t.data.dtype.kind != "f":
+            raise TypeError(
+                f"backward: the leaf {t._label()} requires grad but has an integer or bool "
+                "dtype, which cannot hold a gradient (it would be truncated); make it "
+                "floating, e.g. tape.tensor(data, dtype=np.float64, requires_grad=True)"
+            )
         _observe(t, g, kept, wanted, graph, replay)
     return kept, visited
 

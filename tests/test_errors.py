@@ -170,6 +170,17 @@ def test_requires_grad_on_int_data(graph):
     raises_unchanged(TypeError, lambda: tape.arange(3, requires_grad=True), x, w, hidden, loss)
 
 
+def test_requires_grad_set_later_on_int_data_fails_at_backward(graph):
+    """Setting the flag by hand bypasses tape.tensor's check; backward must not truncate."""
+    x, w, hidden, loss = graph
+    n = tape.tensor([1, 2, 3])
+    n.requires_grad = True
+    y = (n * 1.5).sum()  # d/dn = 1.5: an int64 .grad would silently hold 1
+    message = raises_unchanged(TypeError, y.backward, x, w, hidden, loss, n, y)
+    assert "int64" in message and "floating" in message
+    assert n.grad is None
+
+
 def test_unsupported_numpy_function(graph):
     x, w, hidden, loss = graph
     raises_unchanged(TypeError, lambda: np.cumsum(x), x, w, hidden, loss)
