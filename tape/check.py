@@ -26,7 +26,7 @@ def gradcheck(
     shape, both sides differentiate ``<v, fn(*inputs)>`` for a fixed random
     ``v``, which compares every entry of the Jacobian along ``v``: numerically
     ``(f(x + eps) - f(x - eps)) / (2 eps)`` entry by entry, analytically one
-    backward pass. Returns ``True``, or raises :class:`GradcheckError` naming
+    backward pass. Returns ``True``, or raises ``GradcheckError`` naming
     the input, the index and both values of the worst entry.
 
     >>> x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
@@ -76,7 +76,7 @@ def gradcheck(
             raise GradcheckError(
                 f"gradcheck: input {i}{name} ({describe(given[i])}) "
                 f"at index {tuple(map(int, worst))}: "
-                f"analytic {a[worst]!r} vs numeric {numeric[worst]!r} "
+                f"analytic {float(a[worst]):.10g} vs numeric {float(numeric[worst]):.10g} "
                 f"(differ by {abs(a[worst] - numeric[worst]):.3g}; allowed "
                 f"atol + rtol*|numeric| = {atol + rtol * abs(numeric[worst]):.3g})"
             )
@@ -90,7 +90,7 @@ def gradgradcheck(
     atol: float = 1e-5,
     rtol: float = 1e-3,
 ) -> bool:
-    """Check ``fn``'s second derivatives: :func:`gradcheck` of its recorded gradient.
+    """Check ``fn``'s second derivatives: ``gradcheck`` of its recorded gradient.
 
     For a fixed random cotangent ``u`` (``grad_outputs``), the first gradient
     ``G(x, u) = uᵀ ∂fn/∂x`` is computed with ``tape.grad(..., create_graph=True)``
@@ -98,7 +98,7 @@ def gradgradcheck(
     with ``x`` *and* with ``u``. The ``x`` part checks the second-order terms
     (the VJPs differentiated again); the ``u`` part checks that each VJP stays
     on the tape as a linear function of its upstream gradient. Returns
-    ``True`` or raises :class:`GradcheckError`; a custom ``tape.Function`` on
+    ``True`` or raises ``GradcheckError``; a custom ``tape.Function`` on
     the path raises ``RuntimeError`` (it is differentiable once).
 
     >>> x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)

@@ -52,17 +52,11 @@ class UsageError(ValueError):
 
 # ---- the expression language ----------------------------------------------------------
 
+# Every public op may be called by name; `x[i]` is the only spelling of getitem.
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    name: getattr(ops, name)
-    for name in (
-        "add sub mul div neg pow matmul exp log sqrt abs tanh sigmoid relu clamp sum mean "
-        "max min reshape transpose softmax log_softmax concatenate stack where maximum minimum"
-    ).split()
+    name: getattr(ops, name) for name in ops.OPS if name != "getitem"
 }
-METHODS = set(
-    "add sub mul div neg pow matmul exp log sqrt abs tanh sigmoid relu clamp sum mean max min "
-    "reshape transpose softmax log_softmax".split()
-)
+METHODS = {name for name in ops.OPS if hasattr(Tensor, name)}
 KEYWORDS = {"axis", "keepdims", "min", "max"}
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,

@@ -6,7 +6,7 @@ import numpy as np
 
 
 class GradcheckError(AssertionError):
-    """Raised by :func:`tape.gradcheck` when analytic and numeric gradients disagree."""
+    """Raised by ``tape.gradcheck`` when analytic and numeric gradients disagree."""
 
 
 def describe(value: object) -> str:

@@ -6,8 +6,7 @@ returns (or evaluates) a derivative of it, in the style of ``jax.grad`` and
 ``tape.grad(..., create_graph=...)``: the transform wraps the arguments it
 differentiates as fresh leaves, runs ``f`` once, and walks the tape back.
 
-Arrays in, arrays out
----------------------
+**Arrays in, arrays out.**
 The differentiated arguments may be NumPy arrays, Python floats or Tensors;
 other arguments are passed through (a NumPy array becomes a Tensor without
 grad, so ``f`` always sees Tensors). What comes back depends on whether the
@@ -24,25 +23,22 @@ result has to stay on the tape:
 
 Shapes, for an input ``x`` and an output ``y = f(x)``:
 
-=====================================  ==============================================
-``grad(f)(x)``                          ``x.shape`` (``f`` returns one element)
-``vjp(f, x)`` → ``vjp_fn(u)``           ``u``: ``y.shape``; result: ``(x.shape,)``
-``jvp(f, (x,), (t,))``                  ``t``: ``x.shape``; tangent out: ``y.shape``
-``jacobian(f)(x)``                      ``y.shape + x.shape``
-``hessian(f)(x)``                       ``x.shape + x.shape``
-``hvp(f, x, v)``                        ``v`` and the result: ``x.shape``
-=====================================  ==============================================
+- ``grad(f)(x)``: ``x.shape`` (``f`` returns one element)
+- ``vjp(f, x)`` → ``vjp_fn(u)``: ``u`` has ``y.shape``; the result is ``(x.shape,)``
+- ``jvp(f, (x,), (t,))``: ``t`` has ``x.shape``; the tangent out ``y.shape``
+- ``jacobian(f)(x)``: ``y.shape + x.shape``
+- ``hessian(f)(x)``: ``x.shape + x.shape``
+- ``hvp(f, x, v)``: ``v`` and the result have ``x.shape``
 
 With a tuple ``argnums`` every per-input result becomes a tuple in the order
 of ``argnums`` (``hessian``: a tuple of tuples, block ``[i][j]`` of shape
 ``x_i.shape + x_j.shape``).
 
-Forward mode without forward rules
-----------------------------------
+**Forward mode without forward rules.**
 ``jvp`` uses the *double-VJP trick*. The VJP ``u ↦ Jᵀu`` is linear in ``u``;
 recording it with ``create_graph=True`` for a dummy ``u`` and differentiating
 ``⟨Jᵀu, t⟩`` with respect to ``u`` gives ``J t``, the JVP, from two reverse
-passes. ``docs/higher-order.md`` works it through.
+passes. The Higher order page of the docs works it through.
 """
 
 from __future__ import annotations

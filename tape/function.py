@@ -1,9 +1,9 @@
 """Ops and custom Functions, and ``apply``: the one door to the tape.
 
-Every differentiable operation, built-in or user-written, is an :class:`Op`:
+Every differentiable operation, built-in or user-written, is an ``Op``:
 a forward on NumPy arrays plus its vector-Jacobian product (VJP). ``apply``
 runs the forward and, when grad mode is on and an input requires grad,
-records one :class:`~tape.record.Node`. Nothing else writes to the tape.
+records one ``tape.record.Node``. Nothing else writes to the tape.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class Module:
         np.savez(path, **self.state_dict())
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Read parameters written by :meth:`save` (no pickles: plain arrays only)."""
+        """Read parameters written by ``save`` (no pickles: plain arrays only)."""
         with np.load(path, allow_pickle=False) as archive:
             self.load_state_dict({name: archive[name] for name in archive.files})
 

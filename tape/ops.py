@@ -51,7 +51,7 @@ def op(
     Positional parameters without defaults are the op's tensor inputs, the
     rest are its parameters (``axis``, ``keepdims``). The public function
     takes the parameters by position too (``t.sum(0)``) and carries the
-    :class:`Op` as ``.op`` and ``.defvjp`` to register the VJP right below.
+    ``Op`` as ``.op`` and ``.defvjp`` to register the VJP right below.
     """
 
     def register(forward: Callable[..., Any]) -> Any:
@@ -211,9 +211,10 @@ neg.defvjp(lambda g, out, x: -g)  # ∂(−x)/∂x = −1
 
 
 def _pow_dx(g, out, x, y):
-    if isinstance(y, int | float) and y == 0:
-        return np.zeros_like(g)  # x**0 is constant, even at x = 0 where x**−1 is inf
-    return g * y * x ** (y - 1)  # ∂(xʸ)/∂x = y·xʸ⁻¹
+    # ∂(xʸ)/∂x = y·xʸ⁻¹; where y = 0, xʸ is constant: 0, even at x = 0 where x⁻¹ is inf
+    if isinstance(y, int | float):
+        return np.zeros_like(g) if y == 0 else g * y * x ** (y - 1)
+    return g * y * x ** (np.where(y == 0, 1, y) - 1)
 
 
 def _pow_dy(g, out, x, y):

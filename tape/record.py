@@ -1,7 +1,7 @@
 """The tape: per-thread records of every operation that needs a gradient.
 
-A :class:`Node` is one record: which op ran, on which inputs, producing which
-output. The current thread's :class:`Tape` numbers the records in recording
+A ``Node`` is one record: which op ran, on which inputs, producing which
+output. The current thread's ``Tape`` numbers the records in recording
 order, and that order is already a topological order of the graph: an op can
 only consume tensors that existed before it ran. ``backward`` therefore never
 needs a topological sort, only the newest-first order of the records it reaches.

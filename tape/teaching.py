@@ -105,7 +105,7 @@ class Step:
 
 
 class Steps(Sequence):
-    """The ledger a :func:`trace_backward` block fills: one :class:`Step` per ``+=``, in order.
+    """The ledger a ``trace_backward`` block fills: one ``Step`` per ``+=``, in order.
 
     ``len(steps)``, iteration and indexing work like a list; ``str(steps)``
     is a table; ``steps.of(t)`` the steps that fed one tensor, and
@@ -468,7 +468,7 @@ def render_steps(
     Runs its own backward pass, like ``tape.grad``: no ``.grad`` is touched and
     the graph is kept (it also works after a ``backward`` released it).
     ``grad`` seeds a non-scalar output, as in ``backward``. Needs Graphviz to
-    lay out the graph (see :func:`tape.render`). Returns the path written.
+    lay out the graph (see ``tape.render``). Returns the path written.
 
     >>> path = tape.render_steps(loss, "backward.html")   # open it in a browser
     """

@@ -272,7 +272,7 @@ def replay(outputs: Sequence[Tensor]) -> _Flow:
     """Walk backward from ``outputs`` (seeded with ones) and record what flowed along each edge.
 
     Touches no ``.grad``, releases nothing and runs no hooks; works after a
-    ``backward`` that released the graph (see :func:`walk_backward`).
+    ``backward`` that released the graph (see ``walk_backward``).
     """
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
     flow = _Flow()
@@ -547,18 +547,18 @@ def to_dot(
 ) -> graphviz.Digraph:
     """Draw the graph behind ``outputs`` as a ``graphviz.Digraph`` (shows inline in Jupyter).
 
-    Built from :func:`to_networkx`, so the picture and the exported graph
+    Built from ``to_networkx``, so the picture and the exported graph
     agree. Each tensor's label: its name, ``dtype[shape]``, the data when
     ``show_data`` and it has at most 6 values, and its gradient when
     ``show_grad`` ("not computed yet" before backward; never a made-up 0).
     After a backward pass each argument edge carries ``+= [...]``, the
     contribution sent back along it. The styles are the legend of
-    :mod:`tape.viz` (``legend=True`` draws it beside the graph).
+    ``tape.viz`` (``legend=True`` draws it beside the graph).
 
     Large graphs: ``hide_constants`` drops constant inputs (their values move
-    into the op's label); ``collapse=True`` draws every :class:`scope` as one
+    into the op's label); ``collapse=True`` draws every ``scope`` as one
     node (``collapse=2`` collapses one nesting level deeper). ``flow`` is as
-    in :func:`to_networkx` (``True`` shows the flow before any backward);
+    in ``to_networkx`` (``True`` shows the flow before any backward);
     ``rankdir="LR"`` lays the graph out left to right.
 
     >>> x = tape.tensor([3.0], requires_grad=True, name="x")
@@ -786,7 +786,7 @@ def render(
 
     ``.dot`` (or ``.gv``) is the DOT text and needs no Graphviz program;
     ``.svg``, ``.png`` and ``.pdf`` run Graphviz's ``dot``. Options are those
-    of :func:`to_dot`. Returns the path written.
+    of ``to_dot``. Returns the path written.
 
     >>> tape.render(loss, "graph.svg")
     PosixPath('graph.svg')

@@ -52,9 +52,15 @@ def test_every_op_has_a_row_in_the_docs() -> None:
     assert not unknown, f"rows in docs/ops.md for ops tape does not have: {unknown}"
 
 
-def test_every_op_is_a_public_function_and_method() -> None:
+def test_every_op_is_exported_and_in_the_api_reference() -> None:
+    api = (DOCS.parent / "api.md").read_text(encoding="utf-8")
+    listed = set(re.search(r"members: \[([^\]]*)\]", api.split("## Operations")[1])[1].split(", "))
     for name in OPS:
-        assert callable(getattr(tape, name)), f"tape.{name} is missing"
+        assert callable(getattr(tape, name, None)), (
+            f"tape.{name} is missing: import it in tape/__init__.py"
+        )
+        assert name in tape.__all__, f"{name!r} is missing from tape.__all__"
+        assert name in listed, f"{name!r} is missing from the ops members list in docs/api.md"
 
 
 @pytest.mark.parametrize(("spec", "kw"), CASES)
