@@ -40,7 +40,7 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
   exit 1
 }
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+  python3 -m venv .venv >/dev/null 2>&1 || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
 fi
 
 # Graphviz's `dot` renders SVG/PNG/PDF (the .dot text needs no binary)

@@ -14,6 +14,7 @@ gradients and the tape exactly as they were.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from heapq import heappop, heappush
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 from .errors import describe, where_recorded
 from .function import Op, apply
-from .record import Node, _GradMode, _state
+from .record import LAST_CHANGE, Node, _GradMode, _state
 from .tensor import Tensor, _wrap
 
 
@@ -114,7 +115,7 @@ def _released_error(node: Node) -> RuntimeError:
         why = "dropped by tape.clear()"
         fix = "build the computation again after clearing the tape"
     else:
-        why = "released by an earlier backward pass, which freed what it saved"
+        why = "released by an earlier backward pass (which keeps no promise to its values)"
         fix = (
             "pass retain_graph=True to the earlier backward() (or tape.grad) to walk "
             "the graph again, or rebuild it by running the forward again"
@@ -123,6 +124,23 @@ def _released_error(node: Node) -> RuntimeError:
         f"backward reached the record of {node.op!r} (recorded at "
         f"{where_recorded(node)}), {why}; {fix}"
     )
+
+
+def _check_unchanged(node: Node, out: Tensor) -> None:
+    """The VJP reads the values the op saw: refuse if one was changed in place since."""
+    for position, t in enumerate((*node.args, out)):
+        if (
+            isinstance(t, Tensor)
+            and t._extra is not None
+            and t._extra.get("changed", 0) > node.index
+        ):
+            what = "its output" if t is out else f"input {position} ({t._label()})"
+            raise RuntimeError(
+                f"backward: {what} of {node.op!r} (recorded at {where_recorded(node)}) was "
+                "changed in place after the op was recorded (+=, an optimizer step, "
+                "load_state_dict), so the value its VJP needs is gone; take the gradient "
+                "before changing it, or change a copy"
+            )
 
 
 def _check_finite(node: Node, position: int, part: Any) -> None:
@@ -144,9 +162,11 @@ def _run_hooks(t: Tensor, g: Any, graph: bool) -> Any:
                     "a replacement gradient must have the tensor's shape"
                 )
             if graph:  # the walk differentiates Tensors then
-                g = replaced if isinstance(replaced, Tensor) else _wrap(replaced)
-            else:
-                g = replaced.data if isinstance(replaced, Tensor) else replaced
+                g = replaced if isinstance(replaced, Tensor) else _wrap(np.asarray(replaced))
+                if g.dtype != t.dtype:
+                    g = g.astype(t.dtype)
+            else:  # a copy in the tensor's dtype: .grad must not alias what the hook keeps
+                g = np.array(_data(replaced), dtype=t.data.dtype)
     return g
 
 
@@ -157,7 +177,11 @@ def _data(value: Any) -> Any:
 def _vjp_all(node: Node, g: Any, out: Any, values: tuple) -> list:
     """Run a variadic op's (or a Function's) one VJP and check what it returned."""
     op, args = node.primitive, node.args
-    parts = op.vjp_all(g, out, *values, **node.params)  # type: ignore[misc]
+    try:
+        parts = op.vjp_all(g, out, *values, **node.params)  # type: ignore[misc]
+    except Exception as e:
+        e.add_note(f"(in the backward of {op.name!r}, recorded at {where_recorded(node)})")
+        raise
     if not isinstance(parts, tuple | list) or len(parts) != len(args):
         count = len(parts) if isinstance(parts, tuple | list) else type(parts).__name__
         raise TypeError(
@@ -194,6 +218,7 @@ def _backprop(
     useful = None if wanted is None or replay else _leading_to(outputs, wanted)
     kept: dict[Tensor, Any] = {}
     visited = []
+    last_change = LAST_CHANGE[0]
     while pending:
         out = heappop(pending)[1]
         node = out.node
@@ -216,6 +241,8 @@ def _backprop(
             g_value = g.data if isinstance(g, Tensor) else g
         vjps = op.vjps
         parts = _vjp_all(node, g_value, out_value, values) if vjps is None else None
+        if node.index < last_change and not replay:
+            _check_unchanged(node, out)
         for position, a in enumerate(node.args):
             if not (isinstance(a, Tensor) and a.requires_grad):
                 continue  # no formula runs for an input that needs no gradient
@@ -386,6 +413,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
         kept, visited = _backprop([self], [seed], False, None, _state.anomaly)
     for t, g in _owned_copies(kept, [seed]).items():  # commit only after the walk succeeded
         t._grad = g if t._grad is None else np.asarray(t._grad + g)
+    self._set_extra("seed", seed)  # diagrams replay this pass with the same seed
     if not retain_graph:
         _release(visited)
 
@@ -412,7 +440,7 @@ def grad(
     ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None:
         grad_outputs = [None] * len(outs)
-    elif isinstance(grad_outputs, Tensor | np.ndarray | int | float):
+    elif isinstance(grad_outputs, Tensor | np.ndarray | np.generic | int | float):
         grad_outputs = [grad_outputs]
     if len(grad_outputs) != len(outs):
         raise ValueError(
@@ -449,6 +477,9 @@ def grad(
     return results
 
 
+_HOOK_KEYS = itertools.count()
+
+
 class _Handle:
     """Returned by ``register_hook``; ``.remove()`` unregisters the hook."""
 
@@ -473,7 +504,7 @@ def register_hook(self: Tensor, fn: Callable[[Any], Any]) -> _Handle:
     if self._extra is None:
         self._extra = {}
     hooks = self._extra.setdefault("hooks", {})
-    key = max(hooks, default=-1) + 1
+    key = next(_HOOK_KEYS)  # never reused, so a stale handle cannot remove a newer hook
     hooks[key] = fn
     return _Handle(hooks, key)
 

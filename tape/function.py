@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import code_location, describe, where_recorded
+from .errors import code_location, describe
 from .record import Node, _state, user_code
 from .tensor import Tensor
 
@@ -82,17 +82,31 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     n = len(args)  # the common cases unrolled: this runs for every op
     if n == 2:
         x, y = args
-        arrays = (x.data if isinstance(x, Tensor) else x, y.data if isinstance(y, Tensor) else y)
+        if isinstance(x, Tensor):
+            xd = x.data
+        else:  # a constant; one written as a list becomes an array, whose .shape VJPs read
+            xd = x = np.asarray(x) if type(x) in _SEQUENCES else x
+        if isinstance(y, Tensor):
+            yd = y.data
+        else:
+            yd = y = np.asarray(y) if type(y) in _SEQUENCES else y
+        args, arrays = (x, y), (xd, yd)
     elif n == 1:
         x = args[0]
         arrays = (x.data if isinstance(x, Tensor) else x,)
     else:
+        args = tuple([np.asarray(a) if type(a) in _SEQUENCES else a for a in args])
         arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
     try:
         out = op.forward(*arrays, **params) if params else op.forward(*arrays)
     except (ValueError, TypeError, IndexError) as e:
         raise _forward_error(op, args, params, e) from e
     if type(out) is not np.ndarray:
+        if op.once and not isinstance(out, np.generic | int | float):
+            raise TypeError(
+                f"{op.name}.forward returned {type(out).__name__}; a tape.Function's forward "
+                "returns one array (write one Function per output)"
+            )
         out = np.asarray(out)
     state = _state
     if state.anomaly:
@@ -111,6 +125,7 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
 
 
 _new = object.__new__
+_SEQUENCES = (list, tuple)
 
 
 def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception:
@@ -206,4 +221,4 @@ class Function:
             raise
 
 
-__all__ = ["Context", "Function", "Op", "apply", "where_recorded"]
+__all__ = ["Context", "Function", "Op", "apply"]

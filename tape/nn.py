@@ -156,8 +156,14 @@ class Module:
                     f"load_state_dict: {name!r} is {describe(arrays[name])} in the state but "
                     f"{describe(p)} in the model; the layer sizes differ"
                 )
+            if not np.can_cast(arrays[name].dtype, p.dtype, "same_kind"):
+                raise TypeError(
+                    f"load_state_dict: {name!r} is {describe(arrays[name])} in the state, which "
+                    f"does not cast to the model's {p.dtype}; save and load real floats"
+                )
         for name, p in params.items():
             np.copyto(p.data, arrays[name], casting="same_kind")
+            p._mark_changed()  # a graph recorded before this must not use the new values
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the parameters to an ``.npz`` file with ``np.savez``, one array per name."""

@@ -32,8 +32,6 @@ from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, UFUNC_OPS, Tensor, _wrap
 OPS: dict[str, Op] = {}
 """The public differentiable ops by name: the table tests and docs are checked against."""
 
-_NO_PARAMS: dict = {}
-
 
 def op(
     name: str,
@@ -343,7 +341,13 @@ def relu(x):
 relu.defvjp(lambda g, out, x: g * (x > 0))  # 1 where x > 0; relu'(0) = 0
 
 
+def _bound(value):
+    # a bound given as a Tensor is a constant (np.asarray: never dispatch back to clamp)
+    return np.asarray(value) if isinstance(value, Tensor) else value
+
+
 def _clamp_vjp(g, out, x, min=None, max=None):
+    min, max = _bound(min), _bound(max)
     inside = np.ones_like(x, dtype=bool) if min is None else x >= min
     if max is not None:
         inside = inside & (x <= max)
@@ -353,7 +357,7 @@ def _clamp_vjp(g, out, x, min=None, max=None):
 @op("clamp", numpy=(np.clip,))
 def clamp(x, min=None, max=None):
     """Clip ``x`` to ``[min, max]`` (either bound may be ``None``)."""
-    return np.clip(x, min, max)
+    return np.clip(x, _bound(min), _bound(max))
 
 
 clamp.defvjp(_clamp_vjp)
@@ -392,7 +396,8 @@ mean.defvjp(_mean_vjp)
 
 def _extremum_vjp(g, out, x, axis, keepdims):
     axis = _axis(axis)
-    hit = x == _expand(out, x.shape, axis, keepdims)
+    extremum = _expand(out, x.shape, axis, keepdims)
+    hit = (x == extremum) | (np.isnan(x) & np.isnan(extremum))  # NaN wins, as in NumPy
     # ties share the gradient evenly, as in PyTorch
     return _expand(g, x.shape, axis, keepdims) * hit / hit.sum(axis=axis, keepdims=True)
 
@@ -477,6 +482,8 @@ _transpose.defvjp(
 def transpose(x: Any, *axes: Any) -> Tensor:
     """Permute axes: ``t.transpose()``, ``t.transpose(1, 0, 2)`` or ``t.transpose((1, 0, 2))``."""
     axes = _shape_args(axes)
+    if axes:  # non-negative, so the VJP's argsort inverts the permutation
+        axes = normalize_axis_tuple(axes, np.ndim(x.data if isinstance(x, Tensor) else x))
     return apply(_transpose.op, (x,), {"axes": tuple(axes) if axes else None})
 
 
@@ -574,6 +581,11 @@ _concatenate.defvjp_all(_split_vjp)  # each input gets its slice of g
 
 def concatenate(ts: Sequence[Any], axis: int = 0) -> Tensor:
     """Join a sequence of tensors along an existing ``axis``."""
+    if axis is None:
+        raise ValueError(
+            "concatenate: axis=None (flatten, then join) is not supported; "
+            "flatten each tensor with .reshape(-1) and join along axis 0"
+        )
     return apply(_concatenate.op, tuple(ts), {"axis": axis})
 
 
@@ -650,7 +662,16 @@ Tensor.swapaxes = swapaxes  # type: ignore[attr-defined]
 Tensor.T = property(transpose)  # type: ignore[attr-defined]
 Tensor.__getitem__ = getitem  # type: ignore[attr-defined]
 Tensor.__pos__ = lambda self: self  # type: ignore[attr-defined]
-Tensor.astype = astype  # type: ignore[attr-defined]
+
+
+def _astype(x: Tensor, dtype: Any) -> Tensor:
+    """The same values in ``dtype``; only a floating result stays on the tape."""
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return astype(x, dtype)
+    return _wrap(x.data.astype(dtype))  # integers and bools carry no gradient
+
+
+Tensor.astype = _astype  # type: ignore[attr-defined]
 
 
 def _dot(x: Any, y: Any) -> Tensor:
@@ -715,8 +736,8 @@ for _dunder, _ufunc in {
 
 for _ufunc in (np.logical_and, np.logical_or, np.logical_not, np.bitwise_and, np.bitwise_or):
     NONDIFF_FUNCTIONS.add(_ufunc)
-Tensor.__and__ = lambda x, y: _comparison(np.bitwise_and)(x, y)  # type: ignore[attr-defined]
-Tensor.__or__ = lambda x, y: _comparison(np.bitwise_or)(x, y)  # type: ignore[attr-defined]
+Tensor.__and__ = _comparison(np.bitwise_and)  # type: ignore[attr-defined]
+Tensor.__or__ = _comparison(np.bitwise_or)  # type: ignore[attr-defined]
 Tensor.__invert__ = lambda x: _wrap(np.invert(x.data))  # type: ignore[attr-defined]
 
 # NumPy functions whose result has no gradient (or a zero one): safe to run on the data.

@@ -15,13 +15,20 @@ backward cannot grow the tape.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
-_PACKAGE_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# One sequence for every thread: a graph may use tensors another thread made,
+# and the walk needs one order that is topological across all of them.
+_INDEX = itertools.count(1)
+# The index at the latest in-place change of any tensor: records newer than it
+# cannot have seen a changed input, so backward checks only older ones.
+LAST_CHANGE = [0]
 
 
 class _ThreadState(threading.local):
@@ -70,7 +77,7 @@ class Node:
         self.code, self.offset = frame.f_code, frame.f_lasti
         self.released: str | None = None
         tape = _state.tape
-        self.index = next(tape._counter)
+        self.index = next(_INDEX)
         refs = tape._refs
         refs.append(self._output)  # a record lives exactly as long as its output tensor
         if len(refs) >= tape._compact_at:
@@ -126,11 +133,10 @@ class Tape:
     dropped because nothing can reach them); iterating yields them oldest first.
     """
 
-    __slots__ = ("_refs", "_counter", "_compact_at")
+    __slots__ = ("_refs", "_compact_at")
 
     def __init__(self) -> None:
         self._refs: list[weakref.ref] = []
-        self._counter = itertools.count()
         self._compact_at = 1024
 
     def _compact(self) -> None:

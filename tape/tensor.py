@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import describe
-from .record import Node, _state
+from .record import _INDEX, LAST_CHANGE, Node, _state
 
 # Filled by ops.py: how NumPy's ufuncs and functions map onto recorded ops.
 UFUNC_OPS: dict[Any, Callable[..., Any]] = {}
@@ -203,7 +203,13 @@ class Tensor:
             raise type(e)(
                 f"{symbol}: cannot update {describe(self)} with {describe(other)}: {e}"
             ) from e
+        self._mark_changed()
         return self
+
+    def _mark_changed(self) -> None:
+        """Note an in-place change, so a record made before it refuses to use the new value."""
+        LAST_CHANGE[0] = index = next(_INDEX)
+        self._set_extra("changed", index)
 
     def __iadd__(self, other: Any) -> Tensor:
         return self._inplace(other, np.add, "+=")

@@ -269,7 +269,10 @@ def walk_backward(outputs: Sequence[Tensor], seeds: Sequence[Any], tracer: Any) 
 
 
 def replay(outputs: Sequence[Tensor]) -> _Flow:
-    """Walk backward from ``outputs`` (seeded with ones) and record what flowed along each edge.
+    """Walk backward from ``outputs`` and record what flowed along each edge.
+
+    Each output is seeded as its last ``backward`` was (ones before any), so
+    the edges agree with the ``.grad`` that pass left.
 
     Touches no ``.grad``, releases nothing and runs no hooks; works after a
     ``backward`` that released the graph (see ``walk_backward``).
@@ -277,8 +280,13 @@ def replay(outputs: Sequence[Tensor]) -> _Flow:
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
     flow = _Flow()
     if outs:
-        walk_backward(outs, [np.ones(t.shape, dtype=t.dtype) for t in outs], flow)
+        walk_backward(outs, [_last_seed(t) for t in outs], flow)
     return flow
+
+
+def _last_seed(t: Tensor) -> np.ndarray:
+    seed = None if t._extra is None else t._extra.get("seed")
+    return np.ones(t.shape, dtype=t.dtype) if seed is None else seed
 
 
 _MISSING = object()

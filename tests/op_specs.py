@@ -188,6 +188,11 @@ SPECS: tuple[OpSpec, ...] = (
                 {"axis": 1},
                 why="tied maxima share the gradient evenly",
             ),
+            Special(
+                (np.array([1.0, np.nan, 2.0]),),
+                (np.array([0.0, 1.0, 0.0]),),
+                why="a NaN is the maximum (as in NumPy) and gets the gradient",
+            ),
         ),
     ),
     OpSpec(
@@ -216,7 +221,7 @@ SPECS: tuple[OpSpec, ...] = (
         lambda x, **kw: x.transpose(*kw.get("axes", ())),
         lambda x, axes=None: np.transpose(x, axes),
         ((2, 3, 4),),
-        grid=({}, {"axes": (1, 0, 2)}, {"axes": (2, 0, 1)}),
+        grid=({}, {"axes": (1, 0, 2)}, {"axes": (2, 0, 1)}, {"axes": (-1, 0, 1)}),
     ),
     OpSpec(
         "softmax",
