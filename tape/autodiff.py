@@ -143,7 +143,7 @@ def _check_unchanged(node: Node, out: Tensor) -> None:
             )
 
 
-def _check_finite(node: Node, position: int, part: Any) -> None:
+def _check_gradient_finite(node: Node, position: int, part: Any) -> None:
     data = part.data if isinstance(part, Tensor) else part
     if data.dtype.kind in "fc" and not np.isfinite(data).all():
         raise FloatingPointError(
@@ -267,7 +267,7 @@ def _backprop(
             ):
                 part = _conform(part, a, node, position, graph)
             if anomaly:
-                _check_finite(node, position, part)
+                _check_gradient_finite(node, position, part)
             walk.accumulate(a, part, node, position, sent)
     for t, g in grads.items():  # what is left are leaves
         if t.data.dtype.kind != "f":
@@ -287,14 +287,10 @@ def _observe(t: Tensor, g: Any, kept: dict, wanted: set | None, graph: bool, rep
     if wanted is not None:
         keep = t in wanted  # tape.grad: exactly what was asked for
     else:
-        keep = t.node is None or _flag(t, "retain_grad")  # backward: leaves, and who asked
+        keep = t.node is None or bool(t._flag("retain_grad"))  # backward: leaves, and who asked
     if keep:
         kept[t] = g
     return g
-
-
-def _flag(t: Tensor, key: str) -> bool:
-    return t._extra is not None and bool(t._extra.get(key))
 
 
 def _leading_to(outputs: Sequence[Tensor], wanted: set) -> set[Node]:

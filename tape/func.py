@@ -211,8 +211,7 @@ def _plain(value: Any) -> Any:
 
 
 def _zeros(like: Tensor, recorded: bool) -> Any:
-    zeros = np.zeros(like.shape, dtype=like.dtype)
-    return Tensor(zeros) if recorded else zeros
+    return _zeros_shaped(like.shape, like.dtype, recorded)
 
 
 def _gradients(

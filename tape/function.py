@@ -110,7 +110,7 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         out = np.asarray(out)
     state = _state
     if state.anomaly:
-        _check_finite(op, args, out)
+        _check_forward_finite(op, args, out)
     result = _new(Tensor)  # _wrap(out), inlined
     result.data = out
     result.node = result._grad = result._extra = None
@@ -139,7 +139,7 @@ def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception
     return kind(message)
 
 
-def _check_finite(op: Op, args: tuple, out: np.ndarray) -> None:
+def _check_forward_finite(op: Op, args: tuple, out: np.ndarray) -> None:
     if out.dtype.kind in "fc" and not np.isfinite(out).all():
         operands = ", ".join(describe(a) for a in args)
         raise FloatingPointError(
