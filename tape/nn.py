@@ -19,6 +19,7 @@ and ``zero_grad`` can reset them.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ from .ops import log_softmax, relu, sigmoid, tanh
 from .tensor import Tensor
 
 
-class Module:
+class Module(ABC):
     """The base of every layer: holds parameters and sub-modules as plain attributes.
 
     Any attribute that is a Tensor with ``requires_grad=True`` is a parameter;
@@ -55,10 +56,9 @@ class Module:
     def __init__(self) -> None:
         self.training = True
 
+    @abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"{type(self).__name__} must define forward(self, ...) to say what calling it computes"
-        )
+        """What calling the module computes; every subclass defines it."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)

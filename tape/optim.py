@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +33,7 @@ from .record import no_grad
 from .tensor import Tensor
 
 
-class Optimizer:
+class Optimizer(ABC):
     """The common part: the parameter list, ``zero_grad``, and a per-parameter ``state``.
 
     A subclass writes ``_update(p, grad, state)`` for one parameter; ``step``
@@ -85,8 +86,9 @@ class Optimizer:
                 if grad is not None:
                     self._update(p, grad, state)
 
+    @abstractmethod
     def _update(self, p: Tensor, grad: np.ndarray, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Change ``p`` in place by one step of this optimizer's rule."""
 
     def __repr__(self) -> str:
         settings = ", ".join(
