@@ -1,11 +1,12 @@
 """Reverse-mode autodiff: ``backward`` and ``grad``.
 
-One walk serves both. It gathers the records reachable from the outputs,
-visits them newest first (recording order is a topological order, so no sort
-of the graph is needed, only of the records found), applies each op's VJP and
-accumulates each contribution into the parent with ``+=``. A tensor used
-twice therefore receives the sum of both contributions: that sum is the
-multivariable chain rule.
+One walk serves both. It visits the records the outputs depend on, newest
+first: recording order is already a topological order, so a heap of the
+tensors waiting for their gradient, keyed by the index of the record that
+made them, is all the scheduling it needs (no graph sort, no recursion). For
+each record it applies the op's VJP and accumulates each contribution into
+the parent with ``+=``. A tensor used twice therefore receives the sum of both
+contributions: that sum is the multivariable chain rule.
 
 Compute, then commit: the walk gathers every gradient before ``.grad`` is
 written or any record released, so an exception anywhere leaves tensors,
