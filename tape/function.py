@@ -84,13 +84,19 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         x, y = args
         if isinstance(x, Tensor):
             xd = x.data
-        else:  # a constant; one written as a list becomes an array, whose .shape VJPs read
-            xd = x = np.asarray(x) if type(x) in _SEQUENCES else x
+        elif type(x) in _SEQUENCES:  # a list constant becomes an array: VJPs read its .shape
+            xd = np.asarray(x)
+            args = (xd, y)
+        else:
+            xd = x
         if isinstance(y, Tensor):
             yd = y.data
+        elif type(y) in _SEQUENCES:
+            yd = np.asarray(y)
+            args = (args[0], yd)
         else:
-            yd = y = np.asarray(y) if type(y) in _SEQUENCES else y
-        args, arrays = (x, y), (xd, yd)
+            yd = y
+        arrays = (xd, yd)
     elif n == 1:
         x = args[0]
         arrays = (x.data if isinstance(x, Tensor) else x,)
