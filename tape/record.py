@@ -46,7 +46,9 @@ class Node:
 
     ``args`` holds what the op was called with (Tensors, or the constants they
     were combined with); ``arrays`` the NumPy values the forward saw, which the
-    vector-Jacobian product reuses and a backward pass frees.
+    vector-Jacobian product reuses. A releasing backward drops ``arrays`` (and
+    what a ``Function`` saved) but keeps ``args``, so diagrams can still replay
+    the pass: the values live as long as the graph's output is referenced.
     """
 
     __slots__ = (
@@ -101,7 +103,10 @@ class Node:
         return (self.code, self.offset)
 
     def release(self, why: str) -> None:
-        """Free the saved values; a later backward through this node raises."""
+        """Mark the record used up: drop ``arrays`` and a Function's saved values.
+
+        A later backward through it raises, naming the op and its line.
+        """
         self.released = why
         self.arrays = None
         ctx = self.params.get("ctx")
