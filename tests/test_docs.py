@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ def test_the_code_on_the_page_runs(page: Path, tmp_path: Path, monkeypatch) -> N
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
     namespace: dict = {"__name__": f"docs.{page.stem}"}
+    if shutil.which("dot") is None and re.search(r"\.(svg|png|pdf)\b", "".join(blocks)):
+        pytest.skip("the page renders pictures: needs Graphviz's dot (apt-get install graphviz)")
     for i, block in enumerate(blocks):
         with contextlib.redirect_stdout(io.StringIO()):
             exec(compile(block, f"{page.name}, block {i + 1}", "exec"), namespace)
