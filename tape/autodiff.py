@@ -216,7 +216,7 @@ def _backprop(
     for t, seed in zip(outputs, seeds):
         walk.accumulate(t, seed)
     grads, pending = walk.grads, walk.pending
-    useful = None if wanted is None or replay else _leading_to(outputs, wanted)
+    useful = None if wanted is None else _leading_to(outputs, wanted)
     kept: dict[Tensor, Any] = {}
     visited = []
     last_change = LAST_CHANGE[0]

@@ -668,9 +668,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the gradient of a scalar expression with respect to each --var",
         description="Evaluate EXPR (e.g. 'relu(x @ w + b).mean()') and print d EXPR / d var.",
     )
-    grad.add_argument("expr", metavar="EXPR")
-    grad.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help=var_help)
-    grad.add_argument("--seed", type=int, default=0, help="seed for shaped variables (0)")
     grad.set_defaults(run=cmd_grad)
 
     rend = sub.add_parser(
@@ -678,9 +675,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw an expression's graph (.svg .png .pdf .dot) or its step-through page (.html)",
         description="Evaluate EXPR, run backward when it is a scalar, and draw it.",
     )
-    rend.add_argument("expr", metavar="EXPR")
-    rend.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help=var_help)
-    rend.add_argument("--seed", type=int, default=0, help="seed for shaped variables (0)")
+    for expression_command in (grad, rend):
+        expression_command.add_argument("expr", metavar="EXPR")
+        expression_command.add_argument(
+            "--var", action="append", default=[], metavar="NAME=VALUE", help=var_help
+        )
+        expression_command.add_argument(
+            "--seed", type=int, default=0, help="seed for shaped variables (0)"
+        )
     rend.add_argument("-o", "--output", required=True, metavar="FILE", help="graph.svg, ...")
     rend.add_argument("--show-data", action="store_true", help="print small values in nodes")
     rend.set_defaults(run=cmd_render)

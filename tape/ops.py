@@ -731,8 +731,8 @@ for _dunder, _ufunc in {
     "__eq__": np.equal,
     "__ne__": np.not_equal,
 }.items():
-    setattr(Tensor, _dunder, _comparison(_ufunc))
-    UFUNC_OPS[_ufunc] = _comparison(_ufunc)
+    UFUNC_OPS[_ufunc] = _compare = _comparison(_ufunc)
+    setattr(Tensor, _dunder, _compare)
 
 for _ufunc in (np.logical_and, np.logical_or, np.logical_not, np.bitwise_and, np.bitwise_or):
     NONDIFF_FUNCTIONS.add(_ufunc)

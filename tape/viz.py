@@ -262,7 +262,7 @@ def walk_backward(outputs: Sequence[Tensor], seeds: Sequence[Any], tracer: Any) 
     _state.tracer = tracer
     try:
         with _GradMode(False):
-            _, visited = _backprop(list(outputs), list(seeds), False, set(), replay=True)
+            _, visited = _backprop(list(outputs), list(seeds), False, None, replay=True)
     finally:
         _state.tracer = saved
     return visited
