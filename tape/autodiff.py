@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import describe, where_recorded
+from .errors import add_note, describe, where_recorded
 from .function import Op, apply
 from .record import LAST_CHANGE, Node, _GradMode, _state
 from .tensor import Tensor, _wrap
@@ -181,7 +181,7 @@ def _vjp_all(node: Node, g: Any, out: Any, values: tuple) -> list:
     try:
         parts = op.vjp_all(g, out, *values, **node.params)  # type: ignore[misc]
     except Exception as e:
-        e.add_note(f"(in the backward of {op.name!r}, recorded at {where_recorded(node)})")
+        add_note(e, f"(in the backward of {op.name!r}, recorded at {where_recorded(node)})")
         raise
     if not isinstance(parts, tuple | list) or len(parts) != len(args):
         count = len(parts) if isinstance(parts, tuple | list) else type(parts).__name__

@@ -9,6 +9,29 @@ class GradcheckError(AssertionError):
     """Raised by ``tape.gradcheck`` when analytic and numeric gradients disagree."""
 
 
+def normalize_axis_tuple(axis: object, ndim: int, allow_duplicate: bool = False) -> tuple:
+    """``axis`` (an int, or a sequence of them, negatives counted from the end) as a tuple.
+
+    NumPy's own helper moved between 1.x and 2.x (``numpy.lib.array_utils``); this
+    is the same rule in one place, with NumPy's ``AxisError`` (a ``ValueError``).
+    """
+    axes = tuple(axis) if isinstance(axis, tuple | list) else (axis,)
+    result = []
+    for a in axes:
+        if not -ndim <= int(a) < ndim:
+            raise (
+                np.exceptions.AxisError(int(a), ndim)
+                if hasattr(np, "exceptions")
+                else (
+                    np.AxisError(int(a), ndim)  # type: ignore[attr-defined]
+                )
+            )
+        result.append(int(a) % ndim if ndim else 0)
+    if not allow_duplicate and len(set(result)) != len(result):
+        raise ValueError(f"repeated axis in {axes}")
+    return tuple(result)
+
+
 def describe(value: object) -> str:
     """Describe an array-like as ``dtype[shape]``, e.g. ``float64[4, 3]``.
 
@@ -21,6 +44,14 @@ def describe(value: object) -> str:
     if isinstance(data, bool | int | float | complex):
         return f"{type(data).__name__}[]"
     return type(value).__name__
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` to ``error`` (PEP 678); Python 3.10 keeps it in ``__notes__`` too."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # 3.10: tracebacks do not print notes, but the note is still there to read
+        error.__notes__ = [*getattr(error, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def where_recorded(node: object) -> str:

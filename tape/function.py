@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import code_location, describe
+from .errors import add_note, code_location, describe
 from .record import Node, _state, user_code
 from .tensor import Tensor
 
@@ -223,7 +223,7 @@ class Function:
         try:
             return apply(cls._op, args, {"ctx": Context(), **kwargs})
         except Exception as e:
-            e.add_note(f"(in {cls.__name__}.forward)")
+            add_note(e, f"(in {cls.__name__}.forward)")
             raise
 
 

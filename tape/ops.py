@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.array_utils import normalize_axis_tuple
 
-from .errors import describe
+from .errors import describe, normalize_axis_tuple
 from .function import Op, apply
 from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, UFUNC_OPS, Tensor, _wrap
 
