@@ -19,13 +19,7 @@ def normalize_axis_tuple(axis: object, ndim: int, allow_duplicate: bool = False)
     result = []
     for a in axes:
         if not -ndim <= int(a) < ndim:
-            raise (
-                np.exceptions.AxisError(int(a), ndim)
-                if hasattr(np, "exceptions")
-                else (
-                    np.AxisError(int(a), ndim)  # type: ignore[attr-defined]
-                )
-            )
+            raise np.exceptions.AxisError(int(a), ndim)  # a ValueError and an IndexError
         result.append(int(a) % ndim if ndim else 0)
     if not allow_duplicate and len(set(result)) != len(result):
         raise ValueError(f"repeated axis in {axes}")
