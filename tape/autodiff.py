@@ -1,12 +1,21 @@
 """Reverse-mode autodiff: ``backward`` and ``grad``.
 
-One walk serves both. It visits the records the outputs depend on, newest
-first: recording order is already a topological order, so a heap of the
-tensors waiting for their gradient, keyed by the index of the record that
-made them, is all the scheduling it needs (no graph sort, no recursion). For
-each record it applies the op's VJP and accumulates each contribution into
-the parent with ``+=``. A tensor used twice therefore receives the sum of both
-contributions: that sum is the multivariable chain rule.
+One walk serves both, and it is only a loop: pop the newest record waiting
+for its gradient, run its *pullback* (its op's VJPs on what it saved), and
+accumulate each contribution into the parent with ``+=``. Recording order is
+already a topological order, so a heap of waiting records keyed by their
+index is all the scheduling it needs (no graph sort, no recursion). A tensor
+used twice receives the sum of both contributions: that sum is the
+multivariable chain rule.
+
+Everything else that happens during a pass is decided before the walk starts
+and lives outside the loop. The *pullback* knows the pass's kind (arrays, or
+Tensors under ``create_graph``), which records ``tape.grad`` needs, and the
+checks a record must pass (released, changed in place). *Observers* watch
+the walk through three calls (``total``, ``sent``, ``end``): hooks,
+``retain_grad``, ``detect_anomaly``, the ``+=`` ledger of ``trace_backward``
+and the flows diagrams draw are observers. A pass nobody watches pays
+nothing for them.
 
 Compute, then commit: the walk gathers every gradient before ``.grad`` is
 written or any record released, so an exception anywhere leaves tensors,
@@ -16,19 +25,72 @@ gradients and the tape exactly as they were.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
 
 from .errors import add_note, describe, where_recorded
-from .function import Op, apply
-from .record import LAST_CHANGE, Node, _GradMode, _state
-from .tensor import Tensor, _wrap
+from .function import ALL_SHAPES, ALL_VALUES, OUT, Op, apply
+from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, state
+from .tensor import Tensor, on_graph, wrap
+
+# ---- the walk -----------------------------------------------------------------------------
 
 
-def unbroadcast(g: Any, shape: tuple, node: Node, position: int) -> Any:
+def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tuple[dict, list]:
+    """The reverse pass from ``roots`` (records or leaves), seeded with ``seeds``.
+
+    Returns the gradients that reached the leaves, and the records whose
+    pullback ran. The newest waiting record is always complete: every op that
+    consumed its output was recorded later, so it has already sent its part.
+    """
+    grads: dict[Any, Any] = {}
+    owned: set[Any] = set()  # sums this pass allocated: safe to += in place
+    pending: list[tuple[int, Node]] = []
+    ran = []
+    for key, seed in zip(roots, seeds):
+        if accumulate(grads, owned, key, seed) and type(key) is Node:
+            heappush(pending, (-key.index, key))
+    while pending:
+        node = heappop(pending)[1]
+        ran.append(node)
+        for key, part, _, _ in pullback(node, grads.pop(node)):
+            if accumulate(grads, owned, key, part) and type(key) is Node:
+                heappush(pending, (-key.index, key))
+    return grads, ran
+
+
+def accumulate(grads: dict, owned: set, key: Any, part: Any) -> bool:
+    """``grads[key] += part``, never mutating an array the pass does not own.
+
+    The first contribution is kept by reference (and ``True`` returned: the
+    key starts waiting), the second allocates the sum, later ones add into
+    that sum in place.
+    """
+    before = grads.get(key)
+    if before is None:
+        grads[key] = part
+        return True
+    if key in owned:
+        before += part
+    else:
+        total = before + part
+        if isinstance(total, Tensor):  # create_graph: the sum itself is recorded
+            grads[key] = total
+        else:  # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
+            grads[key] = np.asarray(total)
+            owned.add(key)
+    return False
+
+
+# ---- the pullback: one record's VJPs, and the bookkeeping around them ------------------
+
+
+def unbroadcast(g: Any, shape: tuple, op: str, position: int) -> Any:
     """Sum ``g`` over the axes that broadcasting added, so it has ``shape``.
 
     If ``b`` of shape ``(3,)`` was added to ``(4, 3)``, each entry of ``b`` fed
@@ -37,7 +99,7 @@ def unbroadcast(g: Any, shape: tuple, node: Node, position: int) -> Any:
     lead = g.ndim - len(shape)
     if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, g.shape[lead:])):
         raise ValueError(
-            f"{node.op}: its VJP gave input {position} a gradient of shape {g.shape}, "
+            f"{op}: its VJP gave input {position} a gradient of shape {g.shape}, "
             f"but the input has shape {shape}; a VJP must return the input's shape, or "
             "the shape the input was broadcast to"
         )
@@ -47,68 +109,134 @@ def unbroadcast(g: Any, shape: tuple, node: Node, position: int) -> Any:
     return g.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-def _conform(g: Any, t: Tensor, node: Node, position: int, graph: bool) -> Any:
-    """Make one VJP result a gradient for ``t``: an array (Tensor) of its shape and dtype."""
+def conform(g: Any, shape: tuple, dtype: Any, op: str, position: int, graph: bool) -> Any:
+    """Make one VJP result a gradient for an input: an array (Tensor) of its shape and dtype."""
     if graph:
         if not isinstance(g, Tensor):
-            g = _wrap(np.asarray(g))
+            g = wrap(np.asarray(g))
     elif type(g) is not np.ndarray:
         g = np.asarray(g.data if isinstance(g, Tensor) else g)
-    if g.shape != t.data.shape:
-        g = unbroadcast(g, t.data.shape, node, position)
-    if g.dtype != t.data.dtype:
+    if g.shape != shape:
+        g = unbroadcast(g, shape, op, position)
+    if g.dtype != dtype:
         if g.dtype.kind not in "fiub":
             raise TypeError(
-                f"{node.op}: its VJP gave input {position} a gradient of dtype "
+                f"{op}: its VJP gave input {position} a gradient of dtype "
                 f"{g.dtype}; gradients must be real numbers"
             )
-        g = g.astype(t.data.dtype)
+        g = g.astype(dtype)
     return g
 
 
-class _Walk:
-    """One reverse pass: the gradients gathered so far, and which tensors wait for theirs.
+def key_of(parent: Any) -> Any:
+    """Where a gradient for this input goes: its record, a leaf that requires grad, or None."""
+    if type(parent) is Node:
+        return parent
+    if isinstance(parent, Tensor) and parent.requires_grad and parent.node is None:
+        return parent
+    return None
 
-    ``pending`` is a max-heap of the non-leaf tensors that have received some
-    gradient, keyed by the index of the record that made them. The newest such
-    record is always complete: every op that consumed its output was recorded
-    later, so it has already passed its contribution on.
+
+def make_pullback(graph: bool, through: set | None = None, keep: set | None = None) -> Callable:
+    """``pullback(node, g) -> [(key, part, position, raw), ...]`` for one kind of pass.
+
+    ``graph``: run the VJPs on Tensors, so they are recorded (``create_graph``).
+    ``through``/``keep`` (``tape.grad``): only records leading to a wanted
+    tensor run, and only contributions to such records or the wanted tensors
+    are computed. ``raw`` is what the VJP returned, before un-broadcasting.
     """
 
-    __slots__ = ("grads", "owned", "pending", "graph", "in_place", "tracer")
+    def pullback(node: Node, g: Any) -> list:
+        if through is not None and node not in through:
+            return []  # nothing asked for lies beyond it: neither run nor checked
+        if node.released is not None:
+            raise _released_error(node)
+        if node.index < LAST_CHANGE[0]:
+            _check_unchanged(node)
+        op, params = node.primitive, node.params
+        lifted = graph and not op.once  # a Function's backward knows only arrays
+        saved = _lift(node) if lifted else node.saved
+        gv = g if lifted or not isinstance(g, Tensor) else g.data
+        parts = None if op.vjp_all is None else _run_vjp_all(node, gv, saved)
+        sent = []
+        for position, parent in enumerate(node.parents):
+            key = key_of(parent)
+            if key is None or (keep is not None and key not in keep):
+                continue  # no formula runs for an input that needs no gradient
+            if parts is None:
+                picked = [saved[j] for j in op.picks[position]]
+                part = op.vjps[position](gv, *picked, **params)  # type: ignore[index]
+            else:
+                part = parts[position]
+            if part is None:
+                continue  # the op says: no gradient for this input
+            raw = part
+            if graph and op.once:
+                part = _once_record(node, g, part)
+            shape, dtype = parent.meta if type(parent) is Node else _meta(parent)
+            if (
+                graph
+                or type(part) is not np.ndarray
+                or part.dtype is not dtype
+                or part.shape != shape
+            ):
+                part = conform(part, shape, dtype, node.op, position, graph)
+            sent.append((key, part, position, raw))
+        return sent
 
-    def __init__(self, graph: bool) -> None:
-        self.grads: dict[Tensor, Any] = {}
-        self.owned: set[Tensor] = set()  # buffers this pass allocated: safe to += in place
-        self.pending: list[tuple[int, Tensor]] = []
-        self.graph = graph
-        self.tracer = _state.tracer
-        self.in_place = not graph and self.tracer is None
+    return pullback
 
-    def accumulate(
-        self, t: Tensor, part: Any, node: Node | None = None, position: int = 0, sent: Any = None
-    ) -> None:
-        """``grad[t] += part``, never mutating an array the pass does not own.
 
-        The first contribution is kept by reference, the second allocates the
-        sum, later ones add into that sum in place.
-        """
-        grads = self.grads
-        before = grads.get(t)
-        if before is None:
-            grads[t] = part
-            if t.node is not None:
-                heappush(self.pending, (-t.node.index, t))
-        elif self.in_place and t in self.owned:
-            before += part
+def _meta(parent: Any) -> tuple:
+    data = parent.data if isinstance(parent, Tensor) else parent
+    return data.shape, data.dtype
+
+
+def _lift(node: Node) -> tuple:
+    """What a record saved, as Tensors on the graph: the VJP's own ops are then recorded."""
+    n = len(node.parents)
+    sources: list[Any] = []
+    for k in node.primitive.saves:
+        if k == ALL_VALUES:
+            sources.extend(range(1, n + 1))
+        elif k == ALL_SHAPES:
+            sources.extend([-1] * n)
         else:
-            total = before + part
-            # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
-            grads[t] = total if self.graph else np.asarray(total)
-            if self.in_place:
-                self.owned.add(t)
-        if self.tracer is not None and node is not None:
-            self.tracer.record(node, t, position, part, before, grads[t], sent)
+            sources.append(k)
+    lifted = []
+    for k, value in zip(sources, node.saved):  # type: ignore[arg-type]
+        if k == OUT:
+            value = on_graph(value, node)
+        elif k > 0:
+            parent = node.parents[k - 1]
+            if type(parent) is Node:
+                value = on_graph(value, parent)
+            elif isinstance(parent, Tensor):
+                value = parent  # a leaf (its gradient flows on) or a constant Tensor
+        lifted.append(value)
+    return tuple(lifted)
+
+
+def _run_vjp_all(node: Node, g: Any, saved: tuple) -> list:
+    """Run a variadic op's (or a Function's) one VJP and check what it returned."""
+    op = node.primitive
+    try:
+        parts = op.vjp_all(g, *saved, **node.params)  # type: ignore[misc]
+    except Exception as e:
+        add_note(e, f"(in the backward of {op.name!r}, recorded at {where_recorded(node)})")
+        raise
+    n = len(node.parents)
+    if not isinstance(parts, tuple | list) or len(parts) != n:
+        count = len(parts) if isinstance(parts, tuple | list) else type(parts).__name__
+        raise TypeError(
+            f"{op.name}: backward must return a tuple with one gradient (or None) per "
+            f"input, {n} here; it returned {count}"
+        )
+    if op.once:  # a user's backward may hand back arrays it keeps: take copies
+        return [
+            None if p is None else np.array(p.data if isinstance(p, Tensor) else p) for p in parts
+        ]
+    return list(parts)
 
 
 def _released_error(node: Node) -> RuntimeError:
@@ -116,7 +244,7 @@ def _released_error(node: Node) -> RuntimeError:
         why = "dropped by tape.clear()"
         fix = "build the computation again after clearing the tape"
     else:
-        why = "released by an earlier backward pass (which keeps no promise to its values)"
+        why = "released by an earlier backward pass, which freed the values its VJP reads"
         fix = (
             "pass retain_graph=True to the earlier backward() (or tape.grad) to walk "
             "the graph again, or rebuild it by running the forward again"
@@ -127,206 +255,26 @@ def _released_error(node: Node) -> RuntimeError:
     )
 
 
-def _check_unchanged(node: Node, out: Tensor) -> None:
+def _check_unchanged(node: Node) -> None:
     """The VJP reads the values the op saw: refuse if one was changed in place since."""
-    for position, t in enumerate((*node.args, out)):
-        if (
-            isinstance(t, Tensor)
-            and t._extra is not None
-            and t._extra.get("changed", 0) > node.index
-        ):
-            what = "its output" if t is out else f"input {position} ({t._label()})"
+    sources = [k for k in node.primitive.saves if k != ALL_SHAPES and (k == ALL_VALUES or k >= 0)]
+    if ALL_VALUES in sources:
+        sources = list(range(1, len(node.parents) + 1))
+    for k, value in zip(sources, node.saved or ()):
+        if changed_at(value) > node.index:
+            if k == OUT:
+                what = "its output"
+            else:
+                parent = node.parents[k - 1]
+                name = parent.name if isinstance(parent, Tensor | Node) else None
+                label = f"'{name}' " if name else ""
+                what = f"input {k - 1} ({label}{describe(value)})"
             raise RuntimeError(
                 f"backward: {what} of {node.op!r} (recorded at {where_recorded(node)}) was "
                 "changed in place after the op was recorded (+=, an optimizer step, "
-                "load_state_dict), so the value its VJP needs is gone; take the gradient "
-                "before changing it, or change a copy"
+                "load_state_dict, a write through a view, detach() or out=), so the value its "
+                "VJP needs is gone; take the gradient before changing it, or change a copy"
             )
-
-
-def _check_gradient_finite(node: Node, position: int, part: Any) -> None:
-    data = part.data if isinstance(part, Tensor) else part
-    if data.dtype.kind in "fc" and not np.isfinite(data).all():
-        raise FloatingPointError(
-            f"detect_anomaly: the VJP of {node.op!r} (recorded at "
-            f"{where_recorded(node)}) produced NaN or Inf in the gradient of input {position}"
-        )
-
-
-def _run_hooks(t: Tensor, g: Any, graph: bool) -> Any:
-    for hook in list(t._extra["hooks"].values()):  # type: ignore[index]
-        replaced = hook(g)
-        if replaced is not None:
-            if not isinstance(replaced, Tensor | np.ndarray) or replaced.shape != t.shape:
-                raise ValueError(
-                    f"hook: a hook on {t._label()} returned {describe(replaced)}; "
-                    "a replacement gradient must have the tensor's shape"
-                )
-            if graph:  # the walk differentiates Tensors then
-                g = replaced if isinstance(replaced, Tensor) else _wrap(np.asarray(replaced))
-                if g.dtype != t.dtype:
-                    g = g.astype(t.dtype)
-            else:  # a copy in the tensor's dtype: .grad must not alias what the hook keeps
-                g = np.array(_data(replaced), dtype=t.data.dtype)
-    return g
-
-
-def _data(value: Any) -> Any:
-    return value.data if isinstance(value, Tensor) else value
-
-
-def _vjp_all(node: Node, g: Any, out: Any, values: tuple) -> list:
-    """Run a variadic op's (or a Function's) one VJP and check what it returned."""
-    op, args = node.primitive, node.args
-    try:
-        parts = op.vjp_all(g, out, *values, **node.params)  # type: ignore[misc]
-    except Exception as e:
-        add_note(e, f"(in the backward of {op.name!r}, recorded at {where_recorded(node)})")
-        raise
-    if not isinstance(parts, tuple | list) or len(parts) != len(args):
-        count = len(parts) if isinstance(parts, tuple | list) else type(parts).__name__
-        raise TypeError(
-            f"{op.name}: backward must return a tuple with one gradient (or None) per "
-            f"input, {len(args)} here; it returned {count}"
-        )
-    if op.once:  # a user's backward may hand back arrays it keeps: take copies
-        return [None if p is None else np.array(_data(p)) for p in parts]
-    return list(parts)
-
-
-def _backprop(
-    outputs: Sequence[Tensor],
-    seeds: Sequence[Any],
-    graph: bool,
-    wanted: set | None,
-    anomaly: bool = False,
-    replay: bool = False,
-) -> tuple[dict[Tensor, Any], list[Node]]:
-    """The reverse walk; returns the total gradients of the tensors to keep, and the nodes run.
-
-    Kept are the leaves and the non-leaves that asked (``retain_grad``), or,
-    for ``tape.grad``, exactly the ``wanted`` tensors. ``replay`` walks records
-    that a backward pass released, reading the inputs' data instead of the
-    saved arrays, and runs no hooks (diagrams use it to show what flowed
-    along each edge).
-    """
-    walk = _Walk(graph)
-    if walk.tracer is not None:
-        walk.tracer.begin(outputs, seeds)
-    for t, seed in zip(outputs, seeds):
-        walk.accumulate(t, seed)
-    grads, pending = walk.grads, walk.pending
-    useful = None if wanted is None else _leading_to(outputs, wanted)
-    kept: dict[Tensor, Any] = {}
-    visited = []
-    last_change = LAST_CHANGE[0]
-    while pending:
-        out = heappop(pending)[1]
-        node = out.node
-        g = grads.pop(out)
-        needed = useful is None or node in useful  # else nothing asked for lies beyond it
-        if needed and node.released is not None and not replay:
-            raise _released_error(node)
-        if out._extra is not None or wanted is not None:  # hooks, retain_grad, tape.grad
-            g = _observe(out, g, kept, wanted, graph, replay)
-        if not needed:
-            continue  # neither run nor released: a later pass may still need this record
-        visited.append(node)
-        op, params = node.primitive, node.params
-        if graph and not op.once:  # Tensors in, so the VJP itself is recorded
-            values, out_value, g_value = node.args, out, g
-        else:  # arrays: the fast path, and Functions, whose backward knows only arrays
-            values, out_value = node.arrays, out.data
-            if values is None:  # released, and replayed
-                values = tuple(_data(a) for a in node.args)
-            g_value = g.data if isinstance(g, Tensor) else g
-        vjps = op.vjps
-        parts = _vjp_all(node, g_value, out_value, values) if vjps is None else None
-        if node.index < last_change and not replay:
-            _check_unchanged(node, out)
-        for position, a in enumerate(node.args):
-            if not (isinstance(a, Tensor) and a.requires_grad):
-                continue  # no formula runs for an input that needs no gradient
-            if useful is not None and not (a in wanted or a.node in useful):  # type: ignore[operator]
-                continue
-            if vjps is None:
-                part = parts[position]  # type: ignore[index]
-            elif params:
-                part = vjps[position](g_value, out_value, *values, **params)
-            else:
-                part = vjps[position](g_value, out_value, *values)
-            if part is None:
-                continue  # the op says: no gradient for this input
-            if graph and op.once:
-                part = _once_record(node, g, part)
-            sent, data = part, a.data
-            if (  # cheap checks first; _conform does the real work when one trips
-                graph
-                or type(part) is not np.ndarray
-                or part.dtype is not data.dtype
-                or part.shape != data.shape
-            ):
-                part = _conform(part, a, node, position, graph)
-            if anomaly:
-                _check_gradient_finite(node, position, part)
-            walk.accumulate(a, part, node, position, sent)
-    for t, g in grads.items():  # what is left are leaves
-        if t.data.dtype.kind != "f":
-            raise TypeError(
-                f"backward: the leaf {t._label()} requires grad but has an integer or bool "
-                "dtype, which cannot hold a gradient (it would be truncated); make it "
-                "floating, e.g. tape.tensor(data, dtype=np.float64, requires_grad=True)"
-            )
-        _observe(t, g, kept, wanted, graph, replay)
-    return kept, visited
-
-
-def _observe(t: Tensor, g: Any, kept: dict, wanted: set | None, graph: bool, replay: bool) -> Any:
-    """``t``'s total gradient is known: run its hooks, keep it if asked; return what flows on."""
-    if t._extra is not None and "hooks" in t._extra and not replay:  # real passes only
-        g = _run_hooks(t, g, graph)
-    if wanted is not None:
-        keep = t in wanted  # tape.grad: exactly what was asked for
-    else:
-        keep = t.node is None or bool(t._flag("retain_grad"))  # backward: leaves, and who asked
-    if keep:
-        kept[t] = g
-    return g
-
-
-def _leading_to(outputs: Sequence[Tensor], wanted: set) -> set[Node]:
-    """The records on a path from a wanted tensor to an output: all ``tape.grad`` runs."""
-    found: set[Node] = set()
-    stack = [t.node for t in outputs if t.node is not None]
-    while stack:  # iterative: no recursion limit
-        node = stack.pop()
-        if node not in found:
-            found.add(node)
-            stack.extend(a.node for a in node.args if isinstance(a, Tensor) and a.node is not None)
-    useful: set[Node] = set()
-    for node in sorted(found, key=_index):  # oldest first: a record's inputs come before it
-        if any(isinstance(a, Tensor) and (a in wanted or a.node in useful) for a in node.args):
-            useful.add(node)
-    return useful
-
-
-def _index(node: Node) -> int:
-    return node.index
-
-
-def _owned_copies(kept: dict[Tensor, Any], seeds: Sequence[Any]) -> dict[Tensor, Any]:
-    """Copy each result that something else may still refer to.
-
-    A VJP may pass its ``g`` on unchanged (``add``) or as a view (``reshape``),
-    so two leaves, or a leaf and the caller's seed, can hold the same buffer;
-    the results must not alias each other or anything the caller holds.
-    """
-    taken = {id(s) for s in seeds}
-    for t, g in kept.items():
-        if isinstance(g, np.ndarray) and (g.base is not None or id(g) in taken):
-            g = kept[t] = g.copy()
-        taken.add(id(g))
-    return kept
 
 
 # ---- differentiable once: the record a custom Function's gradient carries -----------
@@ -336,7 +284,7 @@ def _once_forward(*inputs: Any, value: Any = None, function: str = "") -> Any:
     return value
 
 
-def _twice(g: Any, out: Any, *inputs: Any, value: Any = None, function: str = "") -> Any:
+def _twice(g: Any, *, value: Any = None, function: str = "") -> Any:
     raise RuntimeError(
         f"{function}: a second backward pass reached a gradient computed by this "
         "tape.Function, whose backward works on arrays and so is differentiable once; "
@@ -349,8 +297,190 @@ _ONCE.defvjp_all(_twice)
 
 
 def _once_record(node: Node, g: Any, part: Any) -> Any:
+    """The Function's gradient, on a record that refuses a second backward pass."""
     value = np.asarray(part.data if isinstance(part, Tensor) else part)
-    return apply(_ONCE, (g, *node.args), {"value": value, "function": node.op})
+    handles = [
+        on_graph(np.broadcast_to(np.zeros((), p.meta[1]), p.meta[0]), p) if type(p) is Node else p
+        for p in node.parents
+    ]
+    return apply(_ONCE, (g, *handles), {"value": value, "function": node.op})
+
+
+# ---- observers ------------------------------------------------------------------------------
+
+
+class Observer:
+    """Watches a reverse walk. Every method may be left as it is: the default does nothing.
+
+    Keys are what the walk accumulates into: a ``Node`` stands for the tensor
+    it produced, a leaf ``Tensor`` for itself (``tensor_of(key)`` gives the
+    Tensor either way).
+    """
+
+    def begin(self, roots: Sequence[Any], seeds: Sequence[Any]) -> None:
+        """The pass starts: each root (key) is seeded."""
+
+    def total(self, key: Any, g: Any) -> Any:
+        """``key``'s whole gradient in this pass is ``g``; return what flows on.
+
+        A hook may return a replacement, which then flows on instead.
+        """
+        return g
+
+    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        """``node``'s VJP sent ``part`` into ``key`` along argument ``position``.
+
+        ``raw`` is what the VJP returned, before the engine summed it back to
+        the input's shape.
+        """
+
+    def end(self) -> None:
+        """The walk succeeded; commit what was gathered."""
+
+
+def tensor_of(key: Any) -> Any:
+    """The Tensor a walk key stands for: a leaf itself, or a record's output (or its stand-in)."""
+    return key.output if type(key) is Node else key  # type: ignore[union-attr]
+
+
+class _Observed:
+    """A pullback with observers around it; the walk cannot tell the difference."""
+
+    __slots__ = ("pullback", "observers")
+
+    def __init__(self, pullback: Callable, observers: list[Observer]) -> None:
+        self.pullback, self.observers = pullback, observers
+
+    def __call__(self, node: Node, g: Any) -> list:
+        for o in self.observers:
+            g = o.total(node, g)
+        sent = self.pullback(node, g)
+        for key, part, position, raw in sent:
+            for o in self.observers:
+                o.sent(node, position, key, part, raw)
+        return sent
+
+
+@contextmanager
+def observe(observer: Observer) -> Iterator[Observer]:
+    """Let ``observer`` watch every backward pass and ``tape.grad`` of this thread in the block."""
+    state.observers.append(observer)
+    try:
+        yield observer
+    finally:
+        state.observers.remove(observer)
+
+
+class _Hooks(Observer):
+    """Runs each watched tensor's hooks on its total; keeps ``retain_grad`` totals to commit."""
+
+    def __init__(self, graph: bool, retain: bool) -> None:
+        self.graph, self.retain = graph, retain
+        self.watched = {t.node or t: (t, w) for t, w in list(WATCHED.items())}
+        self.retained: list[tuple[Tensor, Any]] = []
+
+    def total(self, key: Any, g: Any) -> Any:
+        entry = self.watched.get(key)
+        if entry is None:
+            return g
+        t, watch = entry
+        for hook in list(watch.hooks.values()):
+            g = self._replaced(t, g, hook(g))
+        if self.retain and watch.retain and t.node is not None:
+            self.retained.append((t, g))
+        return g
+
+    def _replaced(self, t: Tensor, g: Any, new: Any) -> Any:
+        if new is None:
+            return g
+        if not isinstance(new, Tensor | np.ndarray) or new.shape != t.shape:
+            raise ValueError(
+                f"hook: a hook on {t._label()} returned {describe(new)}; "
+                "a replacement gradient must have the tensor's shape"
+            )
+        if self.graph:  # the walk differentiates Tensors then
+            new = new if isinstance(new, Tensor) else wrap(np.asarray(new))
+            return new if new.dtype == t.dtype else new.astype(t.dtype)
+        # a copy in the tensor's dtype: .grad must not alias what the hook keeps
+        return np.array(new.data if isinstance(new, Tensor) else new, dtype=t.data.dtype)
+
+    def end(self) -> None:
+        for t, g in self.retained:
+            add_into_grad(t, np.array(g.data if isinstance(g, Tensor) else g))
+
+
+class _Anomaly(Observer):
+    """``detect_anomaly`` in a backward pass: a NaN or Inf gradient names the VJP that made it."""
+
+    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        data = part.data if isinstance(part, Tensor) else part
+        if data.dtype.kind in "fc" and not np.isfinite(data).all():
+            raise FloatingPointError(
+                f"detect_anomaly: the VJP of {node.op!r} (recorded at "
+                f"{where_recorded(node)}) produced NaN or Inf in the gradient of input {position}"
+            )
+
+
+FLOW_LIMIT = 1000  # a released graph keeps gradients up to this many entries for diagrams
+
+
+def _small(value: Any) -> Any:
+    """A gradient kept for a diagram: the array while small, else only its shape."""
+    data = value.data if isinstance(value, Tensor) else value
+    return data if data.size <= FLOW_LIMIT else tuple(data.shape)
+
+
+class Flows(Observer):
+    """What a pass sent along every edge, kept on the records for diagrams (``node.sent``).
+
+    ``node.sent`` becomes ``(g, {position: (part, raw_shape)})``: the gradient
+    the record's VJP received, and each contribution it sent, each as an array
+    while it has at most ``FLOW_LIMIT`` entries and as its shape otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.flows: dict[Node, tuple[Any, dict]] = {}
+
+    def total(self, key: Any, g: Any) -> Any:
+        if type(key) is Node:
+            self.flows[key] = (_small(g), {})
+        return g
+
+    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        self.flows[node][1][position] = (_small(part), tuple(np.shape(raw)))
+
+    def end(self) -> None:
+        for node, flow in self.flows.items():
+            node.sent = flow
+
+
+def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> list[Observer]:
+    """Who watches this pass: hooks and retain_grad, anomaly checks, ``extra``, the thread's own."""
+    found: list[Observer] = []
+    if WATCHED:
+        found.append(_Hooks(graph, retain))
+    if state.anomaly:
+        found.append(_Anomaly())
+    found.extend(extra)
+    found.extend(state.observers)
+    return found
+
+
+def run(
+    roots: Sequence[Tensor], seeds: Sequence[Any], pullback: Callable, observers: list[Observer]
+) -> tuple[dict, list]:
+    """One walk from ``roots`` with ``observers`` watching; leaves' totals pass them too."""
+    keys = [t.node or t for t in roots]
+    for o in observers:
+        o.begin(keys, seeds)
+    if observers:
+        pullback = _Observed(pullback, observers)
+    grads, ran = walk(keys, seeds, pullback)
+    for key, g in grads.items():  # what is left are leaves
+        for o in observers:
+            g = o.total(key, g)
+        grads[key] = g
+    return grads, ran
 
 
 # ---- the public entry points -----------------------------------------------------------
@@ -376,6 +506,11 @@ def _seed(t: Tensor, grad: Any, what: str, graph: bool) -> Any:
         if isinstance(grad, Tensor) and not graph:
             grad = grad.data
         value = grad.data if isinstance(grad, Tensor) else np.asarray(grad)
+        if value.dtype.kind not in "fiub":
+            raise TypeError(
+                f"{what}: grad has dtype {value.dtype}, but a gradient must be real numbers "
+                f"for a tensor of {describe(t)}; pass a float array of shape {t.shape}"
+            )
         if value.shape != t.shape:
             raise ValueError(
                 f"{what}: grad has shape {value.shape} but the tensor is {describe(t)}; "
@@ -383,12 +518,50 @@ def _seed(t: Tensor, grad: Any, what: str, graph: bool) -> Any:
             )
         seed = grad if isinstance(grad, Tensor) else value.astype(t.dtype, copy=False)
     if graph and not isinstance(seed, Tensor):
-        seed = _wrap(seed)
+        seed = wrap(seed)
     return seed
 
 
-def _release(visited: list[Node]) -> None:
-    for node in visited:
+def seed(t: Tensor, grad: Any = None, what: str = "backward") -> np.ndarray:
+    """The gradient a pass from ``t`` starts with (``grad`` checked, or ones for one element)."""
+    return _seed(t, grad, what, graph=False)
+
+
+def _check_leaves(grads: dict) -> None:
+    for t in grads:
+        if t.data.dtype.kind != "f":
+            raise TypeError(
+                f"backward: the leaf {t._label()} requires grad but has an integer or bool "
+                "dtype, which cannot hold a gradient (it would be truncated); make it "
+                "floating, e.g. tape.tensor(data, dtype=np.float64, requires_grad=True)"
+            )
+
+
+def _owned_copies(kept: dict, seeds: Sequence[Any]) -> dict:
+    """Copy each result that something else may still refer to.
+
+    A VJP may pass its ``g`` on unchanged (``add``) or as a view (``reshape``),
+    so two leaves, or a leaf and the caller's seed, can hold the same buffer;
+    the results must not alias each other or anything the caller holds.
+    """
+    taken = {id(s) for s in seeds}
+    for t, g in kept.items():
+        if isinstance(g, np.ndarray) and (g.base is not None or id(g) in taken):
+            g = kept[t] = g.copy()
+        taken.add(id(g))
+    return kept
+
+
+def add_into_grad(t: Tensor, g: np.ndarray) -> None:
+    """``t.grad += g``: the one place a pass writes ``.grad`` (the first pass keeps ``g``)."""
+    t._grad = g if t._grad is None else np.asarray(t._grad + g)
+
+
+_COMMIT = threading.Lock()  # threads backpropagating into one leaf must not lose an update
+
+
+def _release(ran: list[Node]) -> None:
+    for node in ran:
         node.release("backward")
 
 
@@ -397,7 +570,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
 
     Each leaf that requires grad gets ``leaf.grad += d(self)/d(leaf)``, so two
     calls without zeroing give twice the gradient. Without ``retain_graph``
-    the pass releases the records it visited.
+    the pass releases the records it visited (frees the values they saved).
 
     >>> x = tape.tensor([3.0], requires_grad=True)
     >>> y = x * x + x          # x is used twice: two contributions
@@ -405,14 +578,41 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     >>> x.grad                 # 2x + 1
     array([7.])
     """
-    seed = _seed(self, grad, "backward", graph=False)
-    with _GradMode(False):
-        kept, visited = _backprop([self], [seed], False, None, _state.anomaly)
-    for t, g in _owned_copies(kept, [seed]).items():  # commit only after the walk succeeded
-        t._grad = g if t._grad is None else np.asarray(t._grad + g)
-    self._set_extra("seed", seed)  # diagrams replay this pass with the same seed
+    start = _seed(self, grad, "backward", graph=False)
+    observers = _observers(graph=False, retain=True, extra=[Flows()])
+    with GradMode(False):
+        grads, ran = run([self], [start], make_pullback(graph=False), observers)
+    _check_leaves(grads)
+    with _COMMIT:  # commit only after the walk succeeded
+        for t, g in _owned_copies(grads, [start]).items():
+            add_into_grad(t, g)
+        for o in observers:
+            o.end()
     if not retain_graph:
-        _release(visited)
+        _release(ran)
+
+
+def _plan(outputs: Sequence[Tensor], wanted: set) -> tuple[set, set]:
+    """For ``tape.grad``: the records that lead to a wanted key, and every key worth a part."""
+    keep = set(wanted)
+    through: set[Node] = set()
+    for node in reachable([t.node for t in outputs]):  # oldest first: inputs come before
+        if any(key_of(p) in keep for p in node.parents):
+            through.add(node)
+            keep.add(node)
+    return through, keep
+
+
+class _Kept(Observer):
+    """``tape.grad`` of a tensor an op made: its total, caught as the walk passes it."""
+
+    def __init__(self, wanted: set) -> None:
+        self.wanted, self.totals = wanted, {}
+
+    def total(self, key: Any, g: Any) -> Any:
+        if key in self.wanted:
+            self.totals[key] = g
+        return g
 
 
 def grad(
@@ -450,27 +650,36 @@ def grad(
                 "only tensors with requires_grad=True have a gradient"
             )
     seeds = [_seed(t, g, "grad", create_graph) for t, g in zip(outs, grad_outputs)]
-    anomaly = _state.anomaly
-    # Recorded VJPs run ops; check their results as this op's gradient, not as forwards.
-    _state.anomaly = anomaly and not create_graph
+    wanted = {t.node or t for t in ins}
+    through, keep = _plan(outs, wanted)
+    kept = _Kept(wanted)
+    observers = _observers(graph=create_graph, retain=False, extra=[kept])
+    anomaly = state.anomaly
+    # Recorded VJPs run ops; the anomaly observer checks them as gradients, not as forwards.
+    state.anomaly = anomaly and not create_graph
     try:
-        with _GradMode(create_graph):
-            kept, visited = _backprop(outs, seeds, create_graph, set(ins), anomaly)
+        with GradMode(create_graph):
+            grads, ran = run(outs, seeds, make_pullback(create_graph, through, keep), observers)
     finally:
-        _state.anomaly = anomaly
+        state.anomaly = anomaly
+    _check_leaves({t: g for t, g in grads.items() if t in wanted})
+    found = {**{k: g for k, g in grads.items() if k in wanted}, **kept.totals}
     if not create_graph:
-        kept = _owned_copies(kept, seeds)
+        found = _owned_copies(found, seeds)
     results = []
     for i, t in enumerate(ins):
-        g = kept.get(t)
+        g = found.get(t.node or t)
         if g is None and not allow_unused:
             raise ValueError(
                 f"grad: input {i} ({t._label()}) does not reach any output; pass "
                 "allow_unused=True to get None for it"
             )
         results.append(g)
+    with _COMMIT:
+        for o in observers:
+            o.end()
     if not (create_graph if retain_graph is None else retain_graph):
-        _release(visited)
+        _release([node for node in ran if node in through])  # the others did not run
     return results
 
 
@@ -498,9 +707,7 @@ def register_hook(self: Tensor, fn: Callable[[Any], Any]) -> _Handle:
         raise RuntimeError(
             f"register_hook: {self._label()} does not require grad, so no gradient reaches it"
         )
-    if self._extra is None:
-        self._extra = {}
-    hooks = self._extra.setdefault("hooks", {})
+    hooks = WATCHED.watch(self).hooks
     key = next(_HOOK_KEYS)  # never reused, so a stale handle cannot remove a newer hook
     hooks[key] = fn
     return _Handle(hooks, key)
@@ -510,7 +717,21 @@ def retain_grad(self: Tensor) -> None:
     """Keep (and accumulate, like a leaf) ``.grad`` on this non-leaf tensor."""
     if not self.requires_grad:
         raise RuntimeError(f"retain_grad: {self._label()} does not require grad")
-    self._set_extra("retain_grad", True)
+    WATCHED.watch(self).retain = True
+
+
+def retains_grad(t: Tensor) -> bool:
+    """Whether ``t`` keeps a ``.grad``: a leaf that requires grad, or a tensor that asked."""
+    if t.node is None:
+        return t.requires_grad
+    watch = WATCHED.get(t)
+    return watch is not None and watch.retain
+
+
+def hooks_of(t: Tensor) -> list[Callable]:
+    """The hooks registered on ``t``, in the order they run."""
+    watch = WATCHED.get(t)
+    return [] if watch is None else list(watch.hooks.values())
 
 
 Tensor.backward = backward  # type: ignore[attr-defined]

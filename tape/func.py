@@ -154,7 +154,7 @@ def _reaches_others(outs: Sequence[Tensor], own: Sequence[Tensor]) -> bool:
         seen.add(id(t))
         if t.node is None:  # a leaf that requires grad and is not ours
             return True
-        todo.extend(a for a in t.node.args if isinstance(a, Tensor) and a.requires_grad)
+        todo.extend(a for a in t.node.inputs if a.requires_grad)
     return False
 
 

@@ -15,52 +15,106 @@ from typing import Any
 import numpy as np
 
 from .errors import add_note, code_location, describe
-from .record import Node, _state, user_code
+from .record import Node, state, user_code
 from .tensor import Tensor
 
 _NO_PARAMS: dict = {}
 
 
-class Op:
-    """A primitive: ``forward(*arrays, **params)`` and its VJP.
+OUT = 0  # in a read list: the forward's result; input i is i + 1, its shape -(i + 1)
+ALL_VALUES, ALL_SHAPES = "*", "*shape"  # a variadic op's inputs, all of them
 
-    The VJP is one formula per input, ``vjp_i(g, out, *inputs, **params)``,
-    so the engine evaluates only the ones whose input needs a gradient (the
-    floor for a linear layer never computes ``dX`` for the data). Variadic ops
-    (``concatenate``) give one ``vjp_all`` returning a tuple instead.
+
+class Op:
+    """A primitive: ``forward(*arrays, **params)`` and its VJPs.
+
+    The VJP is one formula per input, ``vjp_i(g, <reads>, **params)``, so the
+    engine evaluates only the ones whose input needs a gradient (the floor for
+    a linear layer never computes ``dX`` for the data). Variadic ops
+    (``concatenate``) and Functions give one ``vjp_all`` returning a tuple.
+
+    A VJP's parameter list says what it reads, and the record saves exactly
+    that: ``out`` (the forward's result), an input by its forward name (``x``),
+    or only its shape (``x_shape``). ``lambda g: g`` saves nothing.
     """
 
-    __slots__ = ("name", "forward", "vjps", "vjp_all", "once", "params", "n_inputs", "hint")
+    __slots__ = (
+        "name",
+        "forward",
+        "inputs",
+        "variadic",
+        "params",
+        "vjps",
+        "picks",
+        "vjp_all",
+        "saves",
+        "save",
+        "once",
+        "hint",
+    )
 
     def __init__(self, name: str, forward: Callable[..., Any]) -> None:
         self.name = name
         self.forward = forward
+        sig = inspect.signature(forward).parameters.values()
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self.inputs = tuple(p.name for p in sig if p.default is p.empty and p.kind in positional)
+        self.variadic = next((p.name for p in sig if p.kind == p.VAR_POSITIONAL), None)
+        self.params = {p.name: p.default for p in sig if p.default is not p.empty}
         self.vjps: tuple | None = None
+        self.picks: tuple = ()
         self.vjp_all: Callable[..., Any] | None = None
+        self.saves: tuple = ()
+        self.save = _saver(())
         # A Function's backward runs on arrays only: differentiable once.
         self.once = False
         self.hint: Callable[..., str | None] | None = None  # names the fix in forward errors
-        sig = inspect.signature(forward)
-        self.n_inputs = sum(
-            1
-            for p in sig.parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        )
-        self.params = {
-            p.name: p.default for p in sig.parameters.values() if p.default is not p.empty
-        }
+
+    @property
+    def n_inputs(self) -> int:
+        """How many tensor inputs; -1 for a variadic op."""
+        return -1 if self.variadic else len(self.inputs)
 
     def defvjp(self, *vjps: Callable[..., Any]) -> Op:
         """Register one VJP formula per input, in argument order."""
-        if len(vjps) != self.n_inputs:
-            raise TypeError(f"{self.name}: defvjp needs {self.n_inputs} formulas, got {len(vjps)}")
-        self.vjps = vjps
+        if len(vjps) != len(self.inputs) or self.variadic:
+            raise TypeError(
+                f"{self.name}: defvjp needs {len(self.inputs)} formulas, got {len(vjps)}"
+            )
+        reads = [self._reads(f) for f in vjps]
+        self.saves = tuple(sorted({k for r in reads for k in r}, key=_save_order))
+        self.picks = tuple(tuple(self.saves.index(k) for k in r) for r in reads)
+        self.vjps, self.save = vjps, _saver(self.saves)
         return self
 
     def defvjp_all(self, vjp: Callable[..., Any]) -> Op:
         """Register one VJP that returns the gradients of all inputs as a tuple."""
-        self.vjp_all = vjp
+        self.saves = self._reads(vjp)
+        self.vjp_all, self.save = vjp, _saver(self.saves)
         return self
+
+    def _reads(self, vjp: Callable[..., Any]) -> tuple:
+        """What a VJP reads, from its parameter names (after ``g``, before the op's params)."""
+        reads: list[Any] = []
+        for p in list(inspect.signature(vjp).parameters.values())[1:]:
+            name = p.name
+            if name in self.params or p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD):
+                break
+            if name == "out":
+                reads.append(OUT)
+            elif name in self.inputs:
+                reads.append(self.inputs.index(name) + 1)
+            elif name.endswith("_shape") and name[:-6] in self.inputs:
+                reads.append(-(self.inputs.index(name[:-6]) + 1))
+            elif self.variadic and name in (self.variadic, f"{self.variadic}_shape"):
+                reads.append(ALL_VALUES if name == self.variadic else ALL_SHAPES)
+            else:
+                known = ", ".join(["out", *self.inputs, *(f"{i}_shape" for i in self.inputs)])
+                raise TypeError(
+                    f"{self.name}: the VJP reads {name!r}, which is none of {known} "
+                    f"or the op's parameters ({', '.join(self.params) or 'none'})"
+                )
+        return tuple(reads)
 
     def call(self, *args: Any, **params: Any) -> Any:
         """Apply to Tensors (recording), or run the bare forward on arrays.
@@ -77,6 +131,39 @@ class Op:
         return f"<op {self.name}>"
 
 
+def _save_order(k: Any) -> Any:
+    return (2, k) if isinstance(k, str) else (1, -k) if k < 0 else (0, k)
+
+
+def _saver(saves: tuple) -> Callable[[Any, tuple], tuple]:
+    """``save(out, arrays)`` for one read list: the common ones without a loop."""
+    if not saves:
+        return lambda out, arrays: ()
+    if saves == (OUT,):
+        return lambda out, arrays: (out,)
+    if saves == (1,):
+        return lambda out, arrays: (arrays[0],)
+    if saves == (1, 2):
+        return lambda out, arrays: arrays
+    if saves == (ALL_VALUES,):
+        return lambda out, arrays: arrays
+
+    def save(out: Any, arrays: tuple) -> tuple:
+        saved: list[Any] = []
+        for k in saves:
+            if k == ALL_VALUES:
+                saved.extend(arrays)
+            elif k == ALL_SHAPES:
+                saved.extend(np.shape(a) for a in arrays)
+            else:
+                saved.append(
+                    out if k == OUT else arrays[k - 1] if k > 0 else np.shape(arrays[-k - 1])
+                )
+        return tuple(saved)
+
+    return save
+
+
 def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     """Run ``op`` forward; record one Node if grad mode is on and an input needs grad."""
     n = len(args)  # the common cases unrolled: this runs for every op
@@ -85,15 +172,13 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         if isinstance(x, Tensor):
             xd = x.data
         elif type(x) in _SEQUENCES:  # a list constant becomes an array: VJPs read its .shape
-            xd = np.asarray(x)
-            args = (xd, y)
+            xd = x = np.asarray(x)
         else:
             xd = x
         if isinstance(y, Tensor):
             yd = y.data
         elif type(y) in _SEQUENCES:
-            yd = np.asarray(y)
-            args = (args[0], yd)
+            yd = y = np.asarray(y)
         else:
             yd = y
         arrays = (xd, yd)
@@ -114,19 +199,30 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
                 "returns one array (write one Function per output)"
             )
         out = np.asarray(out)
-    state = _state
     if state.anomaly:
         _check_forward_finite(op, args, out)
-    result = _new(Tensor)  # _wrap(out), inlined
+    result = _new(Tensor)  # wrap(out), inlined
     result.data = out
-    result.node = result._grad = result._extra = None
+    result.node = result._grad = result._name = None
     result.requires_grad = False
-    if state.grad_enabled:
-        for a in args:
-            if isinstance(a, Tensor) and a.requires_grad:
-                result.requires_grad = True
-                result.node = Node(op, args, arrays, params, result)
-                break
+    if not state.grad_enabled:
+        return result
+    # Each input's parent: the record that made it, the leaf itself, or the constant.
+    if n == 2:
+        x_tensor, y_tensor = isinstance(x, Tensor), isinstance(y, Tensor)
+        if not ((x_tensor and x.requires_grad) or (y_tensor and y.requires_grad)):
+            return result
+        parents = (x.node or x if x_tensor else x, y.node or y if y_tensor else y)
+    elif n == 1:
+        if not (isinstance(x, Tensor) and x.requires_grad):
+            return result
+        parents = (x.node or x,)
+    else:
+        if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+            return result
+        parents = tuple([a.node or a if isinstance(a, Tensor) else a for a in args])
+    result.requires_grad = True
+    result.node = Node(op, parents, op.save(out, arrays), params, result)
     return result
 
 
@@ -197,14 +293,12 @@ class Function:
         def forward(*arrays: Any, ctx: Context, **kw: Any) -> Any:
             return cls.forward(ctx, *arrays, **kw)
 
-        def vjp_all(g: Any, out: Any, *inputs: Any, ctx: Context, **kw: Any) -> Any:
+        def vjp_all(g: Any, *, ctx: Context, **kw: Any) -> Any:
             if ctx.saved is None:
                 raise RuntimeError(f"{cls.__name__}: its saved values were released")
             return cls.backward(ctx, g)
 
         op = Op(cls.__name__, forward)
-        op.n_inputs = -1
-        op.params = {}
         op.defvjp_all(vjp_all)
         op.once = True
         cls._op = op

@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import describe
 from .ops import log_softmax, relu, sigmoid, tanh
+from .record import mark_changed
 from .tensor import Tensor
 
 
@@ -163,7 +164,7 @@ class Module(ABC):
                 )
         for name, p in params.items():
             np.copyto(p.data, arrays[name], casting="same_kind")
-            p._mark_changed()  # a graph recorded before this must not use the new values
+            mark_changed(p.data)  # a graph recorded before this must not use the new values
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the parameters to an ``.npz`` file with ``np.savez``, one array per name."""

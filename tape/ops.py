@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import describe, normalize_axis_tuple
 from .function import Op, apply
-from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, UFUNC_OPS, Tensor, _wrap
+from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, UFUNC_OPS, Tensor, wrap
 
 OPS: dict[str, Op] = {}
 """The public differentiable ops by name: the table tests and docs are checked against."""
@@ -151,8 +151,8 @@ def add(x, y):
 
 
 add.defvjp(
-    lambda g, out, x, y: g,  # ∂(x+y)/∂x = 1
-    lambda g, out, x, y: g,  # ∂(x+y)/∂y = 1
+    lambda g: g,  # ∂(x+y)/∂x = 1
+    lambda g: g,  # ∂(x+y)/∂y = 1
 )
 
 
@@ -163,8 +163,8 @@ def sub(x, y):
 
 
 sub.defvjp(
-    lambda g, out, x, y: g,  # ∂(x−y)/∂x = 1
-    lambda g, out, x, y: -g,  # ∂(x−y)/∂y = −1
+    lambda g: g,  # ∂(x−y)/∂x = 1
+    lambda g: -g,  # ∂(x−y)/∂y = −1
 )
 
 
@@ -175,8 +175,8 @@ def mul(x, y):
 
 
 mul.defvjp(
-    lambda g, out, x, y: g * y,  # ∂(xy)/∂x = y
-    lambda g, out, x, y: g * x,  # ∂(xy)/∂y = x
+    lambda g, y: g * y,  # ∂(xy)/∂x = y
+    lambda g, x: g * x,  # ∂(xy)/∂y = x
 )
 
 
@@ -193,8 +193,8 @@ def div(x, y):
 
 
 div.defvjp(
-    lambda g, out, x, y: g / y,  # ∂(x/y)/∂x = 1/y
-    lambda g, out, x, y: -g * out / y,  # ∂(x/y)/∂y = −x/y² = −out/y
+    lambda g, y: g / y,  # ∂(x/y)/∂x = 1/y
+    lambda g, out, y: -g * out / y,  # ∂(x/y)/∂y = −x/y² = −out/y
 )
 
 
@@ -204,17 +204,17 @@ def neg(x):
     return -x
 
 
-neg.defvjp(lambda g, out, x: -g)  # ∂(−x)/∂x = −1
+neg.defvjp(lambda g: -g)  # ∂(−x)/∂x = −1
 
 
-def _pow_dx(g, out, x, y):
+def _pow_dx(g, x, y):
     # ∂(xʸ)/∂x = y·xʸ⁻¹; where y = 0, xʸ is constant: 0, even at x = 0 where x⁻¹ is inf
     if isinstance(y, int | float):
         return np.zeros_like(g) if y == 0 else g * y * x ** (y - 1)
     return g * y * x ** (np.where(y == 0, 1, y) - 1)
 
 
-def _pow_dy(g, out, x, y):
+def _pow_dy(g, out, x):
     # ∂(xʸ)/∂y = xʸ·ln x; where x ≤ 0 the real derivative does not exist and we give 0
     return g * out * np.log(np.where(x > 0, x, 1))
 
@@ -242,7 +242,7 @@ def _matmul_hint(x: Any, y: Any) -> str | None:
     return None
 
 
-def _matmul_dx(g, out, x, y):
+def _matmul_dx(g, x, y):
     if y.ndim == 1:
         return g[..., None] * y  # out = x·y over the last axis: an outer product back
     if x.ndim == 1:
@@ -250,7 +250,7 @@ def _matmul_dx(g, out, x, y):
     return g @ y.swapaxes(-1, -2)  # dX = dZ Wᵀ
 
 
-def _matmul_dy(g, out, x, y):
+def _matmul_dy(g, x, y):
     if x.ndim == 1:
         return x[:, None] * g[..., None, :] if y.ndim > 1 else g * x
     if y.ndim == 1:
@@ -282,7 +282,7 @@ def exp(x):
     return np.exp(x)
 
 
-exp.defvjp(lambda g, out, x: g * out)  # ∂eˣ/∂x = eˣ
+exp.defvjp(lambda g, out: g * out)  # ∂eˣ/∂x = eˣ
 
 
 @op("log", ufunc=np.log)
@@ -291,7 +291,7 @@ def log(x):
     return np.log(x)
 
 
-log.defvjp(lambda g, out, x: g / x)  # ∂ln x/∂x = 1/x
+log.defvjp(lambda g, x: g / x)  # ∂ln x/∂x = 1/x
 
 
 @op("sqrt", ufunc=np.sqrt)
@@ -300,7 +300,7 @@ def sqrt(x):
     return np.sqrt(x)
 
 
-sqrt.defvjp(lambda g, out, x: g / (2 * out))  # ∂√x/∂x = 1/(2√x)
+sqrt.defvjp(lambda g, out: g / (2 * out))  # ∂√x/∂x = 1/(2√x)
 
 
 @op("abs", dunders=("__abs__",), ufunc=np.absolute)
@@ -309,7 +309,7 @@ def abs(x):
     return np.abs(x)
 
 
-abs.defvjp(lambda g, out, x: g * np.sign(x))  # ∂|x|/∂x = sign(x); sign(0) = 0
+abs.defvjp(lambda g, x: g * np.sign(x))  # ∂|x|/∂x = sign(x); sign(0) = 0
 
 
 @op("tanh", ufunc=np.tanh)
@@ -318,7 +318,7 @@ def tanh(x):
     return np.tanh(x)
 
 
-tanh.defvjp(lambda g, out, x: g * (1 - out * out))  # ∂tanh/∂x = 1 − tanh²
+tanh.defvjp(lambda g, out: g * (1 - out * out))  # ∂tanh/∂x = 1 − tanh²
 
 
 @op("sigmoid")
@@ -328,7 +328,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-sigmoid.defvjp(lambda g, out, x: g * out * (1 - out))  # ∂σ/∂x = σ(1 − σ)
+sigmoid.defvjp(lambda g, out: g * out * (1 - out))  # ∂σ/∂x = σ(1 − σ)
 
 
 @op("relu")
@@ -337,7 +337,7 @@ def relu(x):
     return np.maximum(x, 0)
 
 
-relu.defvjp(lambda g, out, x: g * (x > 0))  # 1 where x > 0; relu'(0) = 0
+relu.defvjp(lambda g, out: g * (out > 0))  # 1 where x > 0; relu'(0) = 0
 
 
 def _bound(value):
@@ -345,7 +345,7 @@ def _bound(value):
     return np.asarray(value) if isinstance(value, Tensor) else value
 
 
-def _clamp_vjp(g, out, x, min=None, max=None):
+def _clamp_vjp(g, x, min=None, max=None):
     min, max = _bound(min), _bound(max)
     inside = np.ones_like(x, dtype=bool) if min is None else x >= min
     if max is not None:
@@ -373,8 +373,8 @@ def sum(x, axis=None, keepdims=False):
 
 # every summand receives the whole upstream gradient
 sum.defvjp(
-    lambda g, out, x, axis, keepdims: np.broadcast_to(
-        _expand(g, x.shape, _axis(axis), keepdims), x.shape
+    lambda g, x_shape, axis, keepdims: np.broadcast_to(
+        _expand(g, x_shape, _axis(axis), keepdims), x_shape
     )
 )
 
@@ -385,9 +385,9 @@ def mean(x, axis=None, keepdims=False):
     return np.mean(x, axis=_axis(axis), keepdims=keepdims)
 
 
-def _mean_vjp(g, out, x, axis, keepdims):
-    count = x.size // builtins.max(out.size, 1)
-    return np.broadcast_to(_expand(g / count, x.shape, _axis(axis), keepdims), x.shape)  # g/N each
+def _mean_vjp(g, x_shape, axis, keepdims):
+    count = int(np.prod(x_shape)) // builtins.max(g.size, 1)
+    return np.broadcast_to(_expand(g / count, x_shape, _axis(axis), keepdims), x_shape)  # g/N each
 
 
 mean.defvjp(_mean_vjp)
@@ -427,7 +427,7 @@ def softmax(x, axis=-1):
 
 
 # J = diag(s) − s sᵀ, so gᵀJ = s ⊙ (g − ⟨g, s⟩)
-softmax.defvjp(lambda g, out, x, axis: out * (g - (g * out).sum(axis=axis, keepdims=True)))
+softmax.defvjp(lambda g, out, axis: out * (g - (g * out).sum(axis=axis, keepdims=True)))
 
 
 @op("log_softmax")
@@ -438,7 +438,7 @@ def log_softmax(x, axis=-1):
 
 
 # ∂/∂x = I − softmax(x) 1ᵀ, and softmax = exp(out)
-log_softmax.defvjp(lambda g, out, x, axis: g - np.exp(out) * g.sum(axis=axis, keepdims=True))
+log_softmax.defvjp(lambda g, out, axis: g - np.exp(out) * g.sum(axis=axis, keepdims=True))
 
 
 # ---- shapes --------------------------------------------------------------------------
@@ -459,7 +459,7 @@ def _reshape(x, shape=()):
     return np.reshape(x, shape)
 
 
-_reshape.defvjp(lambda g, out, x, shape: g.reshape(x.shape))  # the inverse reshape
+_reshape.defvjp(lambda g, x_shape, shape: g.reshape(x_shape))  # the inverse reshape
 
 
 def reshape(x: Any, *shape: Any) -> Tensor:
@@ -474,7 +474,7 @@ def _transpose(x, axes=None):
 
 
 _transpose.defvjp(
-    lambda g, out, x, axes: g.transpose(None if axes is None else tuple(np.argsort(axes)))
+    lambda g, axes: g.transpose(None if axes is None else tuple(np.argsort(axes)))
 )  # undo the permutation
 
 
@@ -501,7 +501,7 @@ def broadcast_to(x, shape=()):
     return np.broadcast_to(x, shape)
 
 
-broadcast_to.defvjp(lambda g, out, x, shape: g)  # the engine sums g back to x's shape
+broadcast_to.defvjp(lambda g, shape: g)  # the engine sums g back to x's shape
 
 
 @op("astype", public=False)
@@ -510,7 +510,7 @@ def astype(x, dtype=None):
     return x.astype(dtype)
 
 
-astype.defvjp(lambda g, out, x, dtype: g)  # the engine casts g back to x's dtype
+astype.defvjp(lambda g, dtype: g)  # the engine casts g back to x's dtype
 
 
 # ---- indexing and joining -----------------------------------------------------------------
@@ -537,7 +537,7 @@ def index_add(g, key=None, shape=()):
     return out
 
 
-index_add.defvjp(lambda g, out, x, key, shape: g[key])
+index_add.defvjp(lambda g, key, shape: g[key])
 
 
 def _unwrap_key(key: Any) -> Any:
@@ -555,7 +555,7 @@ def _getitem(x, key=None):
 
 
 # the gradient lands where the entries came from; repeated indices add up
-_getitem.defvjp(lambda g, out, x, key: index_add.op.call(g, key=key, shape=x.shape))
+_getitem.defvjp(lambda g, x_shape, key: index_add.op.call(g, key=key, shape=x_shape))
 
 
 def getitem(x: Any, key: Any) -> Tensor:
@@ -563,10 +563,10 @@ def getitem(x: Any, key: Any) -> Tensor:
     return apply(_getitem.op, (x,), {"key": _unwrap_key(key)})
 
 
-def _split_vjp(g, out, *xs, axis=0):
-    ends = np.cumsum([x.shape[axis] for x in xs])
-    lead = (slice(None),) * normalize_axis_tuple(axis, out.ndim)[0]
-    return tuple(g[(*lead, slice(end - x.shape[axis], end))] for x, end in zip(xs, ends))
+def _split_vjp(g, *xs_shape, axis=0):
+    ends = np.cumsum([shape[axis] for shape in xs_shape])
+    lead = (slice(None),) * normalize_axis_tuple(axis, g.ndim)[0]
+    return tuple(g[(*lead, slice(end - s[axis], end))] for s, end in zip(xs_shape, ends))
 
 
 @op("concatenate", method=False, numpy=(np.concatenate,))
@@ -588,9 +588,9 @@ def concatenate(ts: Sequence[Any], axis: int = 0) -> Tensor:
     return apply(_concatenate.op, tuple(ts), {"axis": axis})
 
 
-def _unstack_vjp(g, out, *xs, axis=0):
-    lead = (slice(None),) * normalize_axis_tuple(axis, out.ndim)[0]
-    return tuple(g[(*lead, i)] for i in range(len(xs)))
+def _unstack_vjp(g, *xs_shape, axis=0):
+    lead = (slice(None),) * normalize_axis_tuple(axis, g.ndim)[0]
+    return tuple(g[(*lead, i)] for i in range(len(xs_shape)))
 
 
 @op("stack", method=False, numpy=(np.stack,))
@@ -614,8 +614,8 @@ def _where(x, y, cond=None):
 
 
 _where.defvjp(
-    lambda g, out, x, y, cond: np.where(cond, g, 0),  # x's entries where chosen
-    lambda g, out, x, y, cond: np.where(cond, 0, g),  # y's entries elsewhere
+    lambda g, cond: np.where(cond, g, 0),  # x's entries where chosen
+    lambda g, cond: np.where(cond, 0, g),  # y's entries elsewhere
 )
 
 
@@ -636,8 +636,8 @@ def maximum(x, y):
 
 
 maximum.defvjp(
-    lambda g, out, x, y: g * _maximum_mask(x, y),
-    lambda g, out, x, y: g * _maximum_mask(y, x),
+    lambda g, x, y: g * _maximum_mask(x, y),
+    lambda g, x, y: g * _maximum_mask(y, x),
 )
 
 
@@ -648,8 +648,8 @@ def minimum(x, y):
 
 
 minimum.defvjp(
-    lambda g, out, x, y: g * _maximum_mask(y, x),
-    lambda g, out, x, y: g * _maximum_mask(x, y),
+    lambda g, x, y: g * _maximum_mask(y, x),
+    lambda g, x, y: g * _maximum_mask(x, y),
 )
 
 
@@ -667,7 +667,7 @@ def _astype(x: Tensor, dtype: Any) -> Tensor:
     """The same values in ``dtype``; only a floating result stays on the tape."""
     if np.issubdtype(np.dtype(dtype), np.floating):
         return astype(x, dtype)
-    return _wrap(x.data.astype(dtype))  # integers and bools carry no gradient
+    return wrap(x.data.astype(dtype))  # integers and bools carry no gradient
 
 
 Tensor.astype = _astype  # type: ignore[attr-defined]
@@ -715,7 +715,7 @@ def _comparison(ufunc: Any) -> Callable[[Any, Any], Tensor]:
         x = x.data if isinstance(x, Tensor) else x
         y = y.data if isinstance(y, Tensor) else y
         try:
-            return _wrap(np.asarray(ufunc(x, y)))
+            return wrap(np.asarray(ufunc(x, y)))
         except (ValueError, TypeError) as e:
             raise type(e)(f"{ufunc.__name__}({describe(x)}, {describe(y)}): {e}") from e
 
@@ -737,7 +737,7 @@ for _ufunc in (np.logical_and, np.logical_or, np.logical_not, np.bitwise_and, np
     NONDIFF_FUNCTIONS.add(_ufunc)
 Tensor.__and__ = _comparison(np.bitwise_and)  # type: ignore[attr-defined]
 Tensor.__or__ = _comparison(np.bitwise_or)  # type: ignore[attr-defined]
-Tensor.__invert__ = lambda x: _wrap(np.invert(x.data))  # type: ignore[attr-defined]
+Tensor.__invert__ = lambda x: wrap(np.invert(x.data))  # type: ignore[attr-defined]
 
 # NumPy functions whose result has no gradient (or a zero one): safe to run on the data.
 NONDIFF_FUNCTIONS.update(

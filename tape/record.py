@@ -1,15 +1,25 @@
 """The tape: per-thread records of every operation that needs a gradient.
 
-A ``Node`` is one record: which op ran, on which inputs, producing which
-output. The current thread's ``Tape`` numbers the records in recording
-order, and that order is already a topological order of the graph: an op can
-only consume tensors that existed before it ran. ``backward`` therefore never
-needs a topological sort, only the newest-first order of the records it reaches.
+A ``Node`` is one record: which op ran, which records (or leaves) its inputs
+came from, and the few values its vector-Jacobian product reads. The current
+thread's ``Tape`` numbers the records in recording order, and that order is
+already a topological order of the graph: an op can only consume tensors that
+existed before it ran. ``backward`` therefore never needs a topological sort,
+only the newest-first order of the records it reaches.
 
-Memory: a node is owned by its output tensor (``t.node``), and a node owns its
-inputs. The tape itself holds only weak references, so a forward pass whose
-result is dropped frees its records at once, and a loop that never calls
-backward cannot grow the tape.
+Memory, as in PyTorch's saved variables: a record keeps its *parents* (the
+record that made each input, or the leaf itself) and ``saved``, exactly the
+arrays its VJP reads (``add`` saves nothing, ``relu`` its output, ``matmul``
+its two inputs). An intermediate result nothing reads is freed as soon as the
+user drops it; the graph's structure (ops, shapes, dtypes, names, where each
+op was recorded) outlives the values. A releasing backward pass frees
+``saved``. The tape itself holds only weak references, so a forward pass
+whose result is dropped frees its records at once, and a loop that never
+calls backward cannot grow the tape.
+
+This module knows nothing of ``Tensor``: a record refers to its output
+weakly, and ``tensor.py`` gives records their Tensor views (``inputs``,
+``output``).
 """
 
 from __future__ import annotations
@@ -22,55 +32,105 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # One sequence for every thread: a graph may use tensors another thread made,
 # and the walk needs one order that is topological across all of them.
-_INDEX = itertools.count(1)
-# The index at the latest in-place change of any tensor: records newer than it
-# cannot have seen a changed input, so backward checks only older ones.
-LAST_CHANGE = [0]
+INDEX = itertools.count(1)
+# Shapes and dtypes of outputs, shared: a million records of one shape keep one tuple.
+_META: dict[tuple, tuple] = {}
 
 
-class _ThreadState(threading.local):
+class ThreadState(threading.local):
     """Everything recording depends on, kept apart for each thread."""
 
     def __init__(self) -> None:
         self.tape = Tape()
         self.grad_enabled = True
         self.anomaly = False
-        self.tracer: Any = None
+        self.observers: list[Any] = []  # what trace_backward asked to watch every pass
+
+
+class Watch:
+    """What watches one tensor's gradient: its hooks, and whether it keeps ``.grad``."""
+
+    __slots__ = ("hooks", "retain")
+
+    def __init__(self) -> None:
+        self.hooks: dict[int, Any] = {}
+        self.retain = False
+
+
+class Watched:
+    """Hooks and ``retain_grad``, per tensor and weakly: a dropped tensor takes its hooks along.
+
+    Keyed by identity (a Tensor's ``==`` is elementwise, so no ``WeakKeyDictionary``).
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[weakref.ref, Watch]] = {}
+
+    def get(self, t: Any) -> Watch | None:
+        entry = self._by_id.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def watch(self, t: Any) -> Watch:
+        """``t``'s entry, made on first use."""
+        found = self.get(t)
+        if found is None:
+            key = id(t)
+            found = Watch()
+            self._by_id[key] = (weakref.ref(t, lambda _: self._by_id.pop(key, None)), found)
+        return found
+
+    def items(self) -> list[tuple[Any, Watch]]:
+        pairs = [(r(), w) for r, w in list(self._by_id.values())]
+        return [(t, w) for t, w in pairs if t is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self._by_id)
+
+
+WATCHED = Watched()
 
 
 class Node:
-    """One tape record: ``op`` applied to ``inputs`` gave ``output``.
+    """One tape record: ``op`` applied to inputs coming from ``parents`` gave ``output``.
 
-    ``args`` holds what the op was called with (Tensors, or the constants they
-    were combined with); ``arrays`` the NumPy values the forward saw, which the
-    vector-Jacobian product reuses. A releasing backward drops ``arrays`` (and
-    what a ``Function`` saved) but keeps ``args``, so diagrams can still replay
-    the pass: the values live as long as the graph's output is referenced.
+    ``parents`` has one entry per input: the ``Node`` that made it, the leaf
+    ``Tensor`` itself, or the constant it was (a number, an array, a Tensor
+    without grad). ``saved`` holds exactly what the op's VJP reads; ``meta``
+    is the output's ``(shape, dtype)``; ``sent`` what the last backward pass
+    sent along each edge, for diagrams. ``released`` says who freed ``saved``.
     """
 
     __slots__ = (
         "op",
         "primitive",
-        "args",
-        "arrays",
         "params",
-        "_output",
+        "parents",
+        "saved",
+        "meta",
         "index",
         "code",
         "offset",
         "released",
+        "notes",
+        "sent",
+        "_output",
     )
 
-    def __init__(self, op: Any, args: tuple, arrays: tuple, params: dict, output: Any) -> None:
+    def __init__(self, op: Any, parents: tuple, saved: tuple, params: dict, output: Any) -> None:
         self.op: str = op.name
-        self.primitive = op  # the Op: forward and VJP
-        self.args = args
-        self.arrays = arrays
+        self.primitive = op  # the Op: forward, VJPs and what they read
         self.params = params
-        self._output = weakref.ref(output)  # the output owns its node, not the reverse
+        self.parents = parents
+        self.saved: tuple | None = saved
+        data = output.data
+        key = (data.shape, data.dtype)
+        self.meta = _META.get(key) or _META.setdefault(key, key)
+        self._output = ref = weakref.ref(output)  # the output owns its node, not the reverse
         # Where the user asked for the op, inlined from user_code() because every
         # record pays for it: frame 3 skips this, apply and the op's public function.
         frame = sys._getframe(3)
@@ -78,24 +138,33 @@ class Node:
             frame = frame.f_back
         self.code, self.offset = frame.f_code, frame.f_lasti
         self.released: str | None = None
-        tape = _state.tape
-        self.index = next(_INDEX)
-        refs = tape._refs
-        refs.append(self._output)  # a record lives exactly as long as its output tensor
-        if len(refs) >= tape._compact_at:
-            tape._compact()
+        self.notes: dict | None = None  # rare extras: name, scope
+        self.sent: Any = None
+        self.index = next(INDEX)
+        tape = state.tape
+        refs = tape.refs
+        refs.append(ref)
+        if len(refs) >= tape.compact_at:
+            tape.compact()
 
     @property
-    def inputs(self) -> tuple:
-        """The op's inputs as Tensors, constants wrapped as Tensors without grad."""
-        from .tensor import Tensor
-
-        return tuple(a if isinstance(a, Tensor) else Tensor(a) for a in self.args)
+    def shape(self) -> tuple:
+        """The output's shape (known even after the output was freed)."""
+        return self.meta[0]
 
     @property
-    def output(self) -> Any:
-        """The Tensor this record produced (``None`` once nothing refers to it)."""
-        return self._output()
+    def dtype(self) -> Any:
+        return self.meta[1]
+
+    @property
+    def name(self) -> str | None:
+        """The output's name, if it was given one (``t.name = "h"``)."""
+        return None if self.notes is None else self.notes.get("name")
+
+    def note(self, key: str, value: Any) -> None:
+        if self.notes is None:
+            self.notes = {}
+        self.notes[key] = value
 
     @property
     def where(self) -> tuple:
@@ -103,12 +172,16 @@ class Node:
         return (self.code, self.offset)
 
     def release(self, why: str) -> None:
-        """Mark the record used up: drop ``arrays`` and a Function's saved values.
+        """Free what the VJP would have read; the structure stays.
 
-        A later backward through it raises, naming the op and its line.
+        A later backward through this record raises, naming the op and its
+        line. Constants given to the op are freed too (their shapes stay), and
+        so are the values a custom Function saved on its context.
         """
         self.released = why
-        self.arrays = None
+        self.saved = None
+        if any(_holds_values(p) for p in self.parents):
+            self.parents = tuple(Freed(p) if _holds_values(p) else p for p in self.parents)
         ctx = self.params.get("ctx")
         if ctx is not None:
             ctx.saved = None
@@ -116,6 +189,35 @@ class Node:
     def __repr__(self) -> str:
         state = f", released by {self.released}" if self.released else ""
         return f"<Node #{self.index} {self.op}{state}>"
+
+
+def _is_leaf(parent: Any) -> bool:
+    """A Tensor that requires grad and was made by no record: the walk accumulates into it."""
+    return getattr(parent, "requires_grad", False) is True and getattr(parent, "node", 0) is None
+
+
+def _holds_values(parent: Any) -> bool:
+    """A constant input that owns an array (not a number, not a record, not a leaf)."""
+    return isinstance(parent, np.ndarray) or (hasattr(parent, "data") and not _is_leaf(parent))
+
+
+class Freed:
+    """What a released record keeps of a constant input: its shape, its dtype, a weak link.
+
+    ``value`` is the constant while something else still holds it, else ``None``.
+    """
+
+    __slots__ = ("shape", "dtype", "name", "_ref")
+
+    def __init__(self, value: Any) -> None:
+        data = value if isinstance(value, np.ndarray) else value.data
+        self.shape, self.dtype = data.shape, data.dtype
+        self.name = getattr(value, "name", None)
+        self._ref = weakref.ref(value)
+
+    @property
+    def value(self) -> Any:
+        return self._ref()
 
 
 def user_code(depth: int) -> tuple:
@@ -131,58 +233,102 @@ def user_code(depth: int) -> tuple:
     return (frame.f_code, frame.f_lasti)
 
 
+def reachable(tips: Any) -> list[Node]:
+    """Every record the nodes ``tips`` depend on (themselves included), oldest first.
+
+    Iterative, so a graph of a million records is fine.
+    """
+    found: dict[Node, None] = {}
+    stack = [n for n in tips if n is not None]
+    while stack:
+        node = stack.pop()
+        if node not in found:
+            found[node] = None
+            stack.extend(p for p in node.parents if type(p) is Node and p not in found)
+    return sorted(found, key=_index)
+
+
+def _index(node: Node) -> int:
+    return node.index
+
+
 class Tape:
     """The records of one thread, in recording order.
 
-    ``len(tape)`` counts the live records (not released by a backward pass, not
-    dropped because nothing can reach them); iterating yields them oldest first.
+    ``len(tape)`` counts the live records: not released by a backward pass,
+    and still reachable from a tensor someone holds. Iterating yields them
+    oldest first.
     """
 
-    __slots__ = ("_refs", "_compact_at")
+    __slots__ = ("refs", "compact_at")
 
     def __init__(self) -> None:
-        self._refs: list[weakref.ref] = []
-        self._compact_at = 1024
+        self.refs: list[weakref.ref] = []  # each record's weak reference to its output
+        self.compact_at = 1024
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
         # Called when the list has doubled since the last time: amortised O(1) per record.
-        self._refs[:] = [r for r in self._refs if r() is not None]
-        self._compact_at = max(1024, 2 * len(self._refs))
+        self.refs[:] = [r for r in self.refs if r() is not None]
+        self.compact_at = max(1024, 2 * len(self.refs))
+
+    def _nodes(self) -> list[Node]:
+        outputs = (r() for r in list(self.refs))
+        return reachable([t.node for t in outputs if t is not None and t.node is not None])
 
     def __iter__(self) -> Iterator[Node]:
-        for ref in list(self._refs):
-            t = ref()
-            if t is not None and t.node is not None and t.node.released is None:
-                yield t.node
+        for node in self._nodes():
+            if node.released is None:
+                yield node
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def since(self, index: int) -> list[Node]:
+        """The records newer than ``index`` that a tensor made since still reaches.
+
+        Walks back from the newest outputs only, so it costs what was recorded
+        since ``index``, not the whole tape.
+        """
+        tips = []
+        for ref in reversed(self.refs):
+            t = ref()
+            if t is not None and t.node is not None:
+                if t.node.index <= index:
+                    break
+                tips.append(t.node)
+        found: dict[Node, None] = {}
+        while tips:
+            node = tips.pop()
+            if node not in found and node.index > index:
+                found[node] = None
+                tips.extend(p for p in node.parents if type(p) is Node)
+        return sorted(found, key=_index)
 
     def clear(self) -> None:
         """Drop every record; tensors built before can no longer backprop, and say so."""
         for node in list(self):
             node.release("tape.clear()")
-        self._refs.clear()
-        self._compact_at = 1024
+        self.refs.clear()
+        self.compact_at = 1024
 
     def __repr__(self) -> str:
         return f"<Tape of {len(self)} live records>"
 
 
-_state = _ThreadState()
+state = ThreadState()
 
 
 def get_tape() -> Tape:
     """Return the current thread's tape."""
-    return _state.tape
+    return state.tape
 
 
 def is_grad_enabled() -> bool:
     """Whether ops on Tensors that require grad are recorded in this thread."""
-    return _state.grad_enabled
+    return state.grad_enabled
 
 
-class _GradMode:
+class GradMode:
     """Context manager (and decorator) that sets recording on or off for its block."""
 
     __slots__ = ("_mode", "_saved")
@@ -192,11 +338,11 @@ class _GradMode:
         self._saved: list[bool] = []
 
     def __enter__(self) -> None:
-        self._saved.append(_state.grad_enabled)
-        _state.grad_enabled = self._mode
+        self._saved.append(state.grad_enabled)
+        state.grad_enabled = self._mode
 
     def __exit__(self, *exc: object) -> None:
-        _state.grad_enabled = self._saved.pop()
+        state.grad_enabled = self._saved.pop()
 
     def __call__(self, fn: Any) -> Any:
         import functools
@@ -205,7 +351,7 @@ class _GradMode:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _GradMode(mode):
+            with GradMode(mode):
                 return fn(*args, **kwargs)
 
         return wrapper
@@ -220,15 +366,15 @@ class detect_anomaly:
     """
 
     def __enter__(self) -> detect_anomaly:
-        self._saved = _state.anomaly
-        _state.anomaly = True
+        self._saved = state.anomaly
+        state.anomaly = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _state.anomaly = self._saved
+        state.anomaly = self._saved
 
 
-def no_grad() -> _GradMode:
+def no_grad() -> GradMode:
     """Record nothing inside the block: results have ``requires_grad=False``.
 
     >>> w = tape.tensor([1.0], requires_grad=True)
@@ -236,9 +382,44 @@ def no_grad() -> _GradMode:
     ...     (w * 2).requires_grad
     False
     """
-    return _GradMode(False)
+    return GradMode(False)
 
 
-def enable_grad() -> _GradMode:
+def enable_grad() -> GradMode:
     """Turn recording back on inside a ``no_grad`` block."""
-    return _GradMode(True)
+    return GradMode(True)
+
+
+# ---- in-place changes, tracked per buffer -------------------------------------------------
+# A view, a slice, ``detach()`` and the Tensor itself share one base array, so
+# a change through any of them is a change of the base. Changes are rare (an
+# optimizer step, ``+=`` under no_grad): the registry is small, and a record
+# newer than the latest change skips the check entirely.
+
+LAST_CHANGE = [0]
+_CHANGED: dict[int, tuple[int, weakref.ref]] = {}
+
+
+def _base(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def mark_changed(array: np.ndarray) -> None:
+    """Note that ``array``'s buffer was written in place, now."""
+    base = _base(array)
+    LAST_CHANGE[0] = index = next(INDEX)
+    if len(_CHANGED) > 1024:  # drop buffers that died
+        for key in [k for k, (_, r) in _CHANGED.items() if r() is None]:
+            del _CHANGED[key]
+    _CHANGED[id(base)] = (index, weakref.ref(base))
+
+
+def changed_at(array: Any) -> int:
+    """The index of the latest in-place change of ``array``'s buffer (0: never changed)."""
+    if not isinstance(array, np.ndarray):
+        return 0
+    base = _base(array)
+    entry = _CHANGED.get(id(base))
+    return entry[0] if entry is not None and entry[1]() is base else 0

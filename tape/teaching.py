@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .autodiff import _seed
+from .autodiff import FLOW_LIMIT, Observer, key_of, make_pullback, observe, run, seed, tensor_of
 from .errors import describe, where_recorded
-from .record import Node, _state
+from .record import GradMode, Node, reachable
 from .tensor import Tensor
-from .viz import _build_dot, format_array, pipe, summed_axes, to_networkx, walk_backward
+from .viz import build_dot, format_array, pipe, summed_axes, to_networkx
 
 
 def _snapshot(value: Any) -> Any:
@@ -39,6 +39,11 @@ def _snapshot(value: Any) -> Any:
     if value is None:
         return None
     return np.array(value.data if isinstance(value, Tensor) else value, copy=True)
+
+
+def _key(t: Any) -> Any:
+    """What the walk accumulates into for ``t``: its record, or the leaf itself."""
+    return (t.node or t) if isinstance(t, Tensor) else t
 
 
 def _ordinal(n: int) -> str:
@@ -60,7 +65,7 @@ class Step:
         "number",
         "call",
         "node",
-        "target",
+        "key",
         "position",
         "contribution",
         "grad_before",
@@ -73,7 +78,7 @@ class Step:
         number: int,
         call: int,
         node: Node,
-        target: Tensor,
+        key: Any,
         position: int,
         contribution: np.ndarray,
         grad_before: np.ndarray | None,
@@ -83,7 +88,7 @@ class Step:
         self.number = number
         self.call = call
         self.node = node
-        self.target = target
+        self.key = key  # what the walk accumulated into: a record (its output), or a leaf
         self.position = position
         self.contribution = contribution
         self.grad_before = grad_before
@@ -91,9 +96,15 @@ class Step:
         self.sent_shape = sent_shape
 
     @property
+    def target(self) -> Tensor:
+        """The tensor receiving the contribution (a stand-in if it was freed)."""
+        return tensor_of(self.key)
+
+    @property
     def summed(self) -> str | None:
         """How the contribution was summed back to the target's shape, or ``None``."""
-        return summed_axes(self.sent_shape, self.target.shape)
+        shape = self.key.shape if isinstance(self.key, Node) else self.key.data.shape
+        return summed_axes(self.sent_shape, shape)
 
     def __repr__(self) -> str:
         before = "None" if self.grad_before is None else format_array(self.grad_before)
@@ -104,7 +115,7 @@ class Step:
         )
 
 
-class Steps(Sequence):
+class Steps(Sequence, Observer):
     """The ledger a ``trace_backward`` block fills: one ``Step`` per ``+=``, in order.
 
     ``len(steps)``, iteration and indexing work like a list; ``str(steps)``
@@ -114,43 +125,35 @@ class Steps(Sequence):
     (``mul#3``: record 3 of the tape), unnamed leaves ``leaf1, leaf2, ...``.
     """
 
-    def __init__(self, outer: Any = None) -> None:
+    def __init__(self) -> None:
         self._steps: list[Step] = []
-        self._outer = outer
-        self.calls: list[tuple[list[Tensor], list[np.ndarray]]] = []
-        """One entry per backward pass: its outputs and seeds."""
-        self._labels: dict[Tensor, str] = {}
+        self.calls: list[tuple[list[Any], list[np.ndarray]]] = []
+        """One entry per backward pass: its outputs (as walk keys) and seeds."""
+        self._labels: dict[Any, str] = {}
+        self._totals: dict[Any, np.ndarray] = {}
 
-    # ---- the tracer protocol the engine calls -------------------------------------------
-    def begin(self, outputs: Sequence[Tensor], seeds: Sequence[Any]) -> None:
-        self.calls.append((list(outputs), [_snapshot(s) for s in seeds]))
-        if self._outer is not None:
-            self._outer.begin(outputs, seeds)
+    # ---- the observer interface the walk calls ------------------------------------------
+    def begin(self, roots: Sequence[Any], seeds: Sequence[Any]) -> None:
+        self.calls.append((list(roots), [_snapshot(s) for s in seeds]))
+        self._totals = dict(zip(roots, self.calls[-1][1]))
 
-    def record(
-        self,
-        node: Node,
-        target: Tensor,
-        position: int,
-        contribution: Any,
-        grad_before: Any,
-        grad_after: Any,
-        sent: Any,
-    ) -> None:
+    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        contribution = _snapshot(part)
+        before = self._totals.get(key)
+        after = contribution.copy() if before is None else np.asarray(before + contribution)
+        self._totals[key] = after
         step = Step(
             len(self._steps) + 1,
             len(self.calls),
             node,
-            target,
+            key,
             position,
-            _snapshot(contribution),
-            _snapshot(grad_before),
-            _snapshot(grad_after),
-            tuple(np.shape(sent)),
+            contribution,
+            before,
+            after,
+            tuple(np.shape(raw)),
         )
         self._steps.append(step)
-        if self._outer is not None:
-            self._outer.record(node, target, position, contribution, grad_before, grad_after, sent)
 
     # ---- a list of steps ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -164,19 +167,22 @@ class Steps(Sequence):
 
     def of(self, tensor: Tensor) -> list[Step]:
         """The steps whose ``+=`` went into ``tensor``, in order."""
-        return [s for s in self._steps if s.target is tensor]
+        key = _key(tensor)
+        return [s for s in self._steps if s.key is key]
 
     def label(self, tensor: Tensor) -> str:
         """The name this ledger uses for ``tensor``."""
-        label = self._labels.get(tensor)
+        key = _key(tensor)
+        label = self._labels.get(key)
         if label is None:
-            if tensor.name:
-                label = tensor.name
-            elif tensor.node is not None:
-                label = f"{tensor.node.op}#{tensor.node.index}"
+            if key.name:
+                label = key.name
+            elif isinstance(key, Node):
+                label = f"{key.op}#{key.index}"
             else:
-                label = f"leaf{sum(1 for t in self._labels if t.node is None and not t.name) + 1}"
-            self._labels[tensor] = label
+                unnamed = sum(1 for k in self._labels if not isinstance(k, Node) and not k.name)
+                label = f"leaf{unnamed + 1}"
+            self._labels[key] = label
         return label
 
     # ---- words ----------------------------------------------------------------------------
@@ -184,7 +190,8 @@ class Steps(Sequence):
         """Where did ``tensor``'s gradient come from? Each contribution, its op, its pass."""
         name = f"{self.label(tensor)} ({describe(tensor)})"
         steps = self.of(tensor)
-        seeded = [i for i, (outs, _) in enumerate(self.calls, 1) if any(t is tensor for t in outs)]
+        key = _key(tensor)
+        seeded = [i for i, (outs, _) in enumerate(self.calls, 1) if any(k is key for k in outs)]
         if not steps and not seeded:
             return f"{name} received no gradient in the {len(self.calls)} traced pass(es)."
         lines = [f"{name} received {len(steps)} contribution(s):"]
@@ -192,7 +199,7 @@ class Steps(Sequence):
             mine = [s for s in steps if s.call == call]
             if call in seeded:
                 outs, seeds = self.calls[call - 1]
-                seed = seeds[next(i for i, t in enumerate(outs) if t is tensor)]
+                seed = seeds[next(i for i, k in enumerate(outs) if k is key)]
                 lines.append(f"  pass {call}: the seed {format_array(seed)} (backward starts here)")
             for s in mine:
                 node = s.node
@@ -216,12 +223,12 @@ class Steps(Sequence):
             return f"(no += recorded in {len(self.calls)} backward pass(es))"
         count: dict[tuple[int, Tensor], int] = {}
         for s in self._steps:
-            count[s.call, s.target] = count.get((s.call, s.target), 0) + 1
+            count[s.call, s.key] = count.get((s.call, s.key), 0) + 1
         header = ("step", "pass", "VJP of", "arg", "→ into", "contribution", "before", "after", "")
         rows = []
         seen: dict[tuple[int, Tensor], int] = {}
         for s in self._steps:
-            key = (s.call, s.target)
+            key = (s.call, s.key)
             seen[key] = seen.get(key, 0) + 1
             notes = []
             if count[key] > 1:
@@ -236,7 +243,7 @@ class Steps(Sequence):
                     str(s.call),
                     f"{s.node.op}#{s.node.index}",
                     str(s.position),
-                    f"→ {self.label(s.target)}",
+                    f"→ {self.label(s.key)}",
                     format_array(s.contribution),
                     "—" if s.grad_before is None else format_array(s.grad_before),
                     format_array(s.grad_after),
@@ -275,13 +282,8 @@ def trace_backward() -> Iterator[Steps]:
     >>> w.grad
     array([4.])
     """
-    saved = _state.tracer
-    steps = Steps(outer=saved)
-    _state.tracer = steps
-    try:
-        yield steps
-    finally:
-        _state.tracer = saved
+    with observe(Steps()) as steps:
+        yield steps  # type: ignore[misc]
 
 
 # ---- the step-through page --------------------------------------------------------------
@@ -312,7 +314,7 @@ def _cell(value: np.ndarray) -> str:
 
 def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed: Any) -> tuple:
     """The page's frames, and the longest grad text each tensor node ever shows."""
-    tensor_ids = {a["tensor"]: n for n, a in graph.nodes(data=True) if a.get("tensor") is not None}
+    tensor_ids = {a["key"]: n for n, a in graph.nodes(data=True) if a["kind"] == "tensor"}
     op_ids = {a["index"]: n for n, a in graph.nodes(data=True) if a["kind"] == "op"}
     edge_of = {}
     out_edge = {}
@@ -326,7 +328,7 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
     ]
     state = {n: "grad: not computed yet" for n in grad_ids}
     longest = dict(state)
-    out_id = tensor_ids[output]
+    out_id = tensor_ids[_key(output)]
     uses = {n: graph.nodes[n]["uses"] for n in grad_ids}
 
     def snapshot(updated: list[str]) -> dict:
@@ -361,12 +363,12 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
     by_node: dict[int, list[Step]] = {}
     for s in steps:
         by_node.setdefault(s.node.index, []).append(s)
-    received: dict[Tensor, int] = {}
+    received: dict[Any, int] = {}
     done_edges: list[str] = []
     for number, node in enumerate(visited, 1):
         mine = by_node.get(node.index, [])
-        out = node.output
-        g_in = state.get(tensor_ids.get(out, ""), "")
+        out = node
+        g_in = state.get(tensor_ids.get(node, ""), "")
         text = [
             f"The VJP of {node.op} (recorded at {_where(node)}) runs.",
             f"The gradient arriving at its output {steps.label(out)} is "
@@ -378,13 +380,13 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
         rows = []
         updated = []
         for s in mine:
-            tid = tensor_ids[s.target]
-            received[s.target] = received.get(s.target, 0) + 1
-            label = steps.label(s.target)
+            tid = tensor_ids[s.key]
+            received[s.key] = received.get(s.key, 0) + 1
+            label = steps.label(s.key)
             if s.grad_before is None:
                 how = "first contribution: kept as is"
             else:
-                how = f"+= ({_ordinal(received[s.target])} of {uses[tid]} uses)"
+                how = f"+= ({_ordinal(received[s.key])} of {uses[tid]} uses)"
             before = "—" if s.grad_before is None else _cell(s.grad_before)
             rows.append(
                 [label, str(s.position), _cell(s.contribution), before, _cell(s.grad_after), how]
@@ -394,7 +396,7 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
                     f"Argument {s.position} ({label}) was broadcast in forward: the VJP sent shape "
                     f"{s.sent_shape}, so the engine summed it back: {s.summed}."
                 )
-            if uses[tid] > 1 and received[s.target] == uses[tid]:
+            if uses[tid] > 1 and received[s.key] == uses[tid]:
                 text.append(
                     f"{label} is used {uses[tid]} times: all {uses[tid]} contributions have "
                     f"now been added, its gradient {format_array(s.grad_after)} is complete."
@@ -416,11 +418,7 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
             }
         )
         done_edges.extend(flow)
-    leaves = [
-        (t, n)
-        for t, n in tensor_ids.items()
-        if t.node is None and t.requires_grad and t in received
-    ]
+    leaves = [(t, n) for t, n in tensor_ids.items() if not isinstance(t, Node) and t in received]
     frames.append(
         {
             "title": "Done: every leaf has its total gradient",
@@ -479,7 +477,7 @@ def render_steps(
             f"render_steps: {output._label()} was made by no recorded op, so there is no "
             "backward pass to show; build it from tensors with requires_grad=True"
         )
-    seed = _seed(output, grad, "render_steps", graph=False)
+    start = seed(output, grad, "render_steps")
     graph = to_networkx(output, flow=False)
     n_ops = sum(1 for _, k in graph.nodes(data="kind") if k == "op")
     if n_ops > MAX_RECORDS:
@@ -488,9 +486,13 @@ def render_steps(
             f"show ({MAX_RECORDS}); draw it with tape.render(output, 'graph.svg', collapse=True)"
         )
     steps = Steps()
-    visited = walk_backward([output], [seed], steps)
+    if output.node.released is None:
+        with GradMode(False):
+            _, visited = run([output], [start], make_pullback(graph=False), [steps])
+    else:  # the values are gone: show what the releasing pass sent, kept on the records
+        start, visited = _replay_sent(output, steps)
 
-    frames, longest = _frames(graph, steps, visited, output, seed)
+    frames, longest = _frames(graph, steps, visited, output, start)
     titles = {}
     for n, a in graph.nodes(data=True):
         if a["kind"] == "op":
@@ -508,7 +510,7 @@ def render_steps(
         if s.summed:
             lines.append(s.summed)
         edge_texts[edge_ids[s.node.index, s.position]] = lines
-    dot = _build_dot(
+    dot = build_dot(
         graph,
         show_data=show_data,
         show_grad=True,
@@ -523,6 +525,33 @@ def render_steps(
     path = Path(path)
     path.write_text(_page(heading, svg, {"frames": frames}), encoding="utf-8")
     return path
+
+
+def _replay_sent(output: Tensor, steps: Steps) -> tuple[np.ndarray, list[Node]]:
+    """Feed ``steps`` what the last backward pass sent along each edge (``node.sent``)."""
+    visited = reachable([output.node])[::-1]  # the walk's order: newest first
+    missing = [n for n in visited if n.sent is None or _too_big(n.sent)]
+    if missing:
+        raise RuntimeError(
+            f"render_steps: the graph of {output._label()} was released by backward(), and "
+            f"what flowed through {missing[0].op!r} was not kept (a gradient over "
+            f"{FLOW_LIMIT} entries keeps only its shape); call render_steps before "
+            "backward(), or pass retain_graph=True"
+        )
+    start = np.asarray(output.node.sent[0])
+    steps.begin([output.node], [start])
+    for node in visited:
+        for position, (part, raw_shape) in sorted(node.sent[1].items()):
+            raw = np.broadcast_to(np.zeros((), part.dtype), raw_shape)
+            steps.sent(node, position, key_of(node.parents[position]), part, raw)
+    return start, visited
+
+
+def _too_big(sent: tuple) -> bool:
+    g, parts = sent
+    return not isinstance(g, np.ndarray) or any(
+        not isinstance(part, np.ndarray) for part, _ in parts.values()
+    )
 
 
 def _page(heading: str, svg: str, data: dict) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import describe
-from .record import _INDEX, LAST_CHANGE, Node, _state
+from .record import WATCHED, Freed, Node, mark_changed, state
 
 # Filled by ops.py: how NumPy's ufuncs and functions map onto recorded ops.
 UFUNC_OPS: dict[Any, Callable[..., Any]] = {}
@@ -32,7 +32,7 @@ class Tensor:
     array([2., 4.])
     """
 
-    __slots__ = ("data", "requires_grad", "node", "_grad", "_extra", "__weakref__")
+    __slots__ = ("data", "requires_grad", "node", "_grad", "_name", "__weakref__")
     __array_priority__ = 1000
 
     def __init__(
@@ -54,13 +54,13 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.node: Node | None = None
         self._grad: np.ndarray | None = None
-        self._extra: dict | None = None if name is None else {"name": name}
+        self._name = name
 
     # ---- attributes ---------------------------------------------------------
     @property
     def grad(self) -> np.ndarray | None:
         """The accumulated gradient: an array of this tensor's shape and dtype, or ``None``."""
-        if self.node is not None and not self._flag("retain_grad"):
+        if self.node is not None and not _retains(self):
             warnings.warn(
                 f"the .grad of a non-leaf tensor ({self._label()}) is not kept; "
                 "call .retain_grad() on it before backward, or read the gradient "
@@ -87,19 +87,13 @@ class Tensor:
     @property
     def name(self) -> str | None:
         """Optional label used in diagrams and error messages."""
-        return None if self._extra is None else self._extra.get("name")
+        return self._name
 
     @name.setter
     def name(self, value: str | None) -> None:
-        self._set_extra("name", value)
-
-    def _flag(self, key: str) -> Any:
-        return None if self._extra is None else self._extra.get(key)
-
-    def _set_extra(self, key: str, value: Any) -> None:
-        if self._extra is None:
-            self._extra = {}
-        self._extra[key] = value
+        self._name = value
+        if self.node is not None:  # the record keeps it: diagrams name a freed output too
+            self.node.note("name", value)
 
     def _label(self) -> str:
         made_by = f" made by {self.node.op}" if self.node is not None else ""
@@ -145,8 +139,12 @@ class Tensor:
         return self.data.tolist()
 
     def detach(self) -> Tensor:
-        """A tensor sharing this data, cut from the graph (``requires_grad=False``)."""
-        return _wrap(self.data)
+        """A tensor sharing this data, cut from the graph (``requires_grad=False``).
+
+        It shares the buffer, so an in-place change through it is a change of
+        this tensor too, and backward refuses a VJP that would read the old value.
+        """
+        return wrap(self.data)
 
     def zero_grad(self) -> None:
         """Forget the accumulated gradient (``.grad = None``)."""
@@ -191,7 +189,7 @@ class Tensor:
     # ---- in-place updates (optimizers) -------------------------------------------
     def _inplace(self, other: Any, ufunc: Any, symbol: str) -> Tensor:
         other_requires = isinstance(other, Tensor) and other.requires_grad
-        if _state.grad_enabled and (self.requires_grad or other_requires):
+        if state.grad_enabled and (self.requires_grad or other_requires):
             raise RuntimeError(
                 f"{symbol}: cannot update {self._label()} in place while recording, because "
                 "the tape would lose the value it saved; wrap the update in "
@@ -203,13 +201,8 @@ class Tensor:
             raise type(e)(
                 f"{symbol}: cannot update {describe(self)} with {describe(other)}: {e}"
             ) from e
-        self._mark_changed()
+        mark_changed(self.data)
         return self
-
-    def _mark_changed(self) -> None:
-        """Note an in-place change, so a record made before it refuses to use the new value."""
-        LAST_CHANGE[0] = index = next(_INDEX)
-        self._set_extra("changed", index)
 
     def __iadd__(self, other: Any) -> Tensor:
         return self._inplace(other, np.add, "+=")
@@ -224,11 +217,27 @@ class Tensor:
         return self._inplace(other, np.true_divide, "/=")
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        raise TypeError(
-            "tensor item assignment is not recorded on the tape; build the new values "
-            "with tape.where(mask, new, t) or tape.concatenate, or assign into t.data "
-            "for a tensor that needs no gradient"
-        )
+        """``t[key] = value`` outside recording (as in an optimizer); checked before writing."""
+        if state.grad_enabled and self.requires_grad:
+            raise RuntimeError(
+                f"item assignment: cannot write into {self._label()} while recording, "
+                "because the tape would lose the values it saved; build the new values "
+                "with tape.where(mask, new, t) or tape.concatenate, or write under "
+                "`with tape.no_grad():`"
+            )
+        new = value.data if isinstance(value, Tensor) else np.asarray(value)
+        try:
+            target = self.data[_plain_key(key)]
+            np.broadcast_to(new, np.shape(target))
+            if not np.can_cast(new.dtype, self.data.dtype, casting="same_kind"):
+                raise TypeError(f"cannot cast {new.dtype} to {self.data.dtype}")
+        except (TypeError, ValueError, IndexError) as e:
+            raise type(e)(
+                f"item assignment: cannot write {describe(new)} into {describe(self)} at "
+                f"{key!r}: {e}"
+            ) from None
+        self.data[_plain_key(key)] = new  # validated above: this write cannot fail half-way
+        mark_changed(self.data)
 
     # ---- NumPy interop ---------------------------------------------------------
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
@@ -236,7 +245,7 @@ class Tensor:
             op = UFUNC_OPS.get(ufunc)
             if op is not None and not kwargs:
                 return op(*inputs)
-            if op is not None and _state.grad_enabled and _requires_grad_anywhere(inputs):
+            if op is not None and state.grad_enabled and _requires_grad_anywhere(inputs):
                 raise TypeError(
                     f"np.{ufunc.__name__} on a Tensor that requires grad takes no keyword "
                     f"arguments (got {', '.join(kwargs)}); call it without them, e.g. "
@@ -273,8 +282,12 @@ def _unwrap(value: Any) -> Any:
 
 
 def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
-    """Run a NumPy function tape has no rule for, only when no gradient is lost."""
-    lost = _state.grad_enabled and (
+    """Run a NumPy function tape has no rule for, only when no gradient is lost.
+
+    A Tensor written through ``out=`` or as ``np.copyto``'s destination is
+    marked changed, so backward refuses a VJP that would read its old value.
+    """
+    lost = state.grad_enabled and (
         _requires_grad_anywhere(args) or _requires_grad_anywhere(list(kwargs.values()))
     )
     if lost and key not in NONDIFF_FUNCTIONS:
@@ -284,15 +297,121 @@ def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
             "same name if there is one (see docs/ops.md), compute on t.detach() if no "
             "gradient should flow, or write a tape.Function with its backward"
         )
-    return fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
+    result = fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
+    written = kwargs.get("out", ())
+    written = written if isinstance(written, tuple) else (written,)
+    if key is np.copyto and args:
+        written = (*written, args[0])
+    for t in written:
+        if isinstance(t, Tensor):
+            mark_changed(t.data)
+    return result
 
 
-def _wrap(data: np.ndarray) -> Tensor:
+def _plain_key(key: Any) -> Any:
+    if isinstance(key, Tensor):
+        return key.data
+    if isinstance(key, tuple):
+        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+    return key
+
+
+def _retains(t: Tensor) -> bool:
+    watch = WATCHED.get(t)
+    return watch is not None and watch.retain
+
+
+def wrap(data: np.ndarray) -> Tensor:
     """Make a Tensor around an array the engine just computed (no copy, no checks)."""
-    t = Tensor.__new__(Tensor)
+    t = _new(Tensor)
     t.data = data
     t.requires_grad = False
-    t.node = None
-    t._grad = None
-    t._extra = None
+    t.node = t._grad = t._name = None
     return t
+
+
+def on_graph(data: Any, node: Node) -> Tensor:
+    """A Tensor for a value ``node`` produced: the walk sends its gradient to ``node``.
+
+    A create_graph pass reads saved values through these, so the ops its VJPs
+    run are recorded with the right parents.
+    """
+    t = wrap(data)
+    t.requires_grad = True
+    t.node = node
+    t._name = node.name
+    return t
+
+
+_new = object.__new__
+
+
+class Standin(Tensor):
+    """A freed value in ``node.inputs`` or ``node.output``: shape, dtype, name, record; no data.
+
+    The graph keeps its structure after the values are gone, so it can always
+    be walked through ``.node.inputs``; reading ``.data`` says what happened.
+    """
+
+    __slots__ = ("meta",)
+
+    @property  # type: ignore[override]
+    def data(self) -> np.ndarray:
+        made = f"the output of {self.node.op!r} (#{self.node.index})" if self.node else "a constant"
+        raise RuntimeError(
+            f"{made} was freed: nothing held it and no VJP needed its values (or a "
+            "backward pass released them); keep a reference to the tensor, or pass "
+            "retain_graph=True, to read its data"
+        )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.meta[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.meta[1]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.meta[0])
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.meta[0], dtype=np.int64))
+
+    def __repr__(self) -> str:
+        made = f", op={self.node.op}" if self.node else ""
+        return f"<freed tensor {self.meta[1]}{list(self.meta[0])}{made}>"
+
+
+def _standin(meta: tuple, node: Node | None, name: str | None) -> Standin:
+    t = _new(Standin)
+    t.meta, t.node, t._name, t._grad = meta, node, name, None
+    t.requires_grad = node is not None
+    return t
+
+
+def _output(node: Node) -> Tensor:
+    t = node._output()
+    return t if t is not None else _standin(node.meta, node, node.name)
+
+
+def _input(parent: Any) -> Tensor:
+    if type(parent) is Node:
+        return _output(parent)
+    if isinstance(parent, Tensor):
+        return parent
+    if isinstance(parent, Freed):
+        value = parent.value
+        if isinstance(value, Tensor):
+            return value
+        return _standin((parent.shape, parent.dtype), None, None)
+    return Tensor(parent)
+
+
+Node.output = property(_output, doc="The Tensor this record produced (a stand-in once freed).")  # type: ignore[attr-defined]
+Node.inputs = property(  # type: ignore[attr-defined]
+    lambda node: tuple(_input(p) for p in node.parents),
+    doc="The op's inputs as Tensors: the very Tensor while someone holds it, else a stand-in.",
+)

@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autodiff import _backprop
+from .autodiff import Flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
-from .record import _GradMode, _state
-from .tensor import Tensor
+from .record import INDEX, GradMode, Node, get_tape, reachable
+from .tensor import Standin, Tensor
 
 if TYPE_CHECKING:  # imported lazily: `import tape` should not pay for networkx
     import graphviz
@@ -151,14 +151,6 @@ class _Scopes(threading.local):
 _scopes = _Scopes()
 
 
-def _newest_index() -> int:
-    for ref in reversed(_state.tape._refs):
-        t = ref()
-        if t is not None and t.node is not None:
-            return t.node.index
-    return -1
-
-
 class scope:
     """Name the records made inside a block, so ``to_dot(..., collapse=True)`` draws them as one.
 
@@ -181,21 +173,16 @@ class scope:
 
     def __enter__(self) -> scope:
         _scopes.stack.append(self.name)
-        self._start.append(_newest_index())
+        self._start.append(next(INDEX))  # every record made in the block is newer
         return self
 
     def __exit__(self, *exc: object) -> None:
         path = "/".join(_scopes.stack)
         _scopes.stack.pop()
         start = self._start.pop()
-        for ref in reversed(_state.tape._refs):
-            t = ref()
-            if t is None or t.node is None:
-                continue
-            if t.node.index <= start:
-                break
-            if t._flag("scope") is None:  # an inner scope already named it more precisely
-                t._set_extra("scope", path)
+        for node in get_tape().since(start):
+            if node.notes is None or "scope" not in node.notes:  # an inner scope named it
+                node.note("scope", path)
 
 
 # ---- the one traversal --------------------------------------------------------------------
@@ -224,69 +211,20 @@ def _as_outputs(outputs: Any, what: str) -> list[Tensor]:
     return outs
 
 
-class _Flow:
-    """A tracer for a replayed pass: the gradient sent along each edge, and each tensor's total."""
+def trace_flow(outputs: Sequence[Tensor]) -> None:
+    """Run one backward pass from ``outputs`` (seeded with ones) to learn what flows on each edge.
 
-    def __init__(self) -> None:
-        self.edges: dict[tuple[int, int], tuple[Any, tuple]] = {}
-        self.totals: dict[Tensor, Any] = {}
-
-    def begin(self, outputs: Sequence[Tensor], seeds: Sequence[Any]) -> None:
-        for t, s in zip(outputs, seeds):
-            self.totals[t] = s
-
-    def record(
-        self,
-        node: Any,
-        target: Tensor,
-        position: int,
-        contribution: Any,
-        grad_before: Any,
-        grad_after: Any,
-        sent: Any,
-    ) -> None:
-        self.edges[(node.index, position)] = (contribution, np.shape(sent))
-        self.totals[target] = grad_after
-
-
-def walk_backward(outputs: Sequence[Tensor], seeds: Sequence[Any], tracer: Any) -> list:
-    """Run one reverse walk for a picture: ``tracer`` hears every ``+=``; returns the records run.
-
-    Like ``tape.grad`` it touches no ``.grad`` and releases nothing, and it
-    replays records a ``backward`` already released, from their inputs' data.
-    Hooks do not run (the engine's replay skips them): they are promised one
-    call per real backward pass, and a diagram is not one, so the picture
-    shows the VJPs' gradients as they are.
-    """
-    saved = _state.tracer
-    _state.tracer = tracer
-    try:
-        with _GradMode(False):
-            _, visited = _backprop(list(outputs), list(seeds), False, None, replay=True)
-    finally:
-        _state.tracer = saved
-    return visited
-
-
-def replay(outputs: Sequence[Tensor]) -> _Flow:
-    """Walk backward from ``outputs`` and record what flowed along each edge.
-
-    Each output is seeded as its last ``backward`` was (ones before any), so
-    the edges agree with the ``.grad`` that pass left.
-
-    Touches no ``.grad``, releases nothing and runs no hooks; works after a
-    ``backward`` that released the graph (see ``walk_backward``).
+    Like ``tape.grad`` it touches no ``.grad``, releases nothing and runs no
+    hooks; each record keeps what it sent (``node.sent``), as a real
+    ``backward`` does, for the diagram to show.
     """
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
-    flow = _Flow()
+    outs = [t for t in outs if t.node.released is None]  # a released graph shows what it kept
     if outs:
-        walk_backward(outs, [_last_seed(t) for t in outs], flow)
-    return flow
-
-
-def _last_seed(t: Tensor) -> np.ndarray:
-    seed = None if t._extra is None else t._extra.get("seed")
-    return np.ones(t.shape, dtype=t.dtype) if seed is None else seed
+        flows = Flows()
+        with GradMode(False):
+            run(outs, [np.ones(t.shape, t.dtype) for t in outs], make_pullback(False), [flows])
+        flows.end()
 
 
 _MISSING = object()
@@ -328,7 +266,7 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
     and, with the flow, ``grad`` (the contribution added into the tensor),
     ``sent_shape`` and ``summed`` (e.g. ``"sum over axis 0 → (3,)"``).
 
-    ``flow``: replay the backward pass (seeded with ones; no ``.grad`` is
+    ``flow``: run a backward pass first (seeded with ones; no ``.grad`` is
     touched) to learn what flowed along every edge. ``None`` does so when a
     backward pass has already run, i.e. some leaf reached has a ``.grad``.
 
@@ -340,88 +278,72 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
     import networkx as nx
 
     outs = _as_outputs(outputs, "to_networkx")
-    # The traversal: every record reachable from the outputs, found with a stack (no recursion).
-    records: dict[int, Any] = {}
-    seen: set[Tensor] = set()
-    stack = list(outs)
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        node = t.node
-        if node is not None and node.index not in records:
-            records[node.index] = node
-            stack.extend(a for a in node.args if isinstance(a, Tensor) and a not in seen)
+    if flow:
+        trace_flow(outs)
+    records = reachable([t.node for t in outs])  # the one traversal: iterative, oldest first
 
     graph = nx.MultiDiGraph()
     where: dict[tuple, str] = {}  # "file:line" per (code, offset): a loop records one line often
-    ids: dict[Tensor, str] = {}
+    # A value is known by its key: the record that made it, or the leaf/constant Tensor itself.
+    ids: dict[Any, str] = {}
     serial = itertools.count()
 
-    def add_tensor(t: Tensor) -> str:
-        tid = ids[t] = f"t{next(serial)}"
-        node = t.node
+    def add_tensor(key: Any) -> str:
+        tid = ids[key] = f"t{next(serial)}"
+        made = key if type(key) is Node else None
+        t = key.output if made else key if isinstance(key, Tensor) else None
+        if t is not None and not _freed(t):
+            data = t.data
+        elif made is None and not hasattr(key, "value"):
+            data = np.asarray(key)  # a Python number or array the op was combined with
+        else:
+            data = None  # freed: only the shape and dtype are known
+        shape, dtype = made.meta if made else (np.shape(data), np.result_type(data))
+        if data is None and made is None:  # a released constant
+            shape, dtype = key.shape, key.dtype
         graph.add_node(
             tid,
             kind="tensor",
-            op=None if node is None else node.op,
-            shape=tuple(t.shape),
-            dtype=_dtype_name(t.data.dtype),
-            name=t.name,
-            requires_grad=t.requires_grad,
-            data=t.data,
+            op=made.op if made else None,
+            shape=tuple(shape),
+            dtype=_dtype_name(dtype),
+            name=made.name if made else getattr(t, "name", None) or getattr(key, "name", None),
+            requires_grad=made is not None or bool(getattr(t, "requires_grad", False)),
+            data=data,
             tensor=t,
-            scope=t._flag("scope"),
+            key=key,
+            scope=None if made is None or made.notes is None else made.notes.get("scope"),
         )
         return tid
 
     # Recording order is a topological order: numbering along it gives stable ids.
-    for rank, index in enumerate(sorted(records)):
-        node = records[index]
-        out = node.output
+    for rank, node in enumerate(records):
         oid = f"op{rank}"
         arg_ids = []
-        for a in node.args:
-            if isinstance(a, Tensor):
-                arg_ids.append(ids.get(a) or add_tensor(a))
-            else:  # a Python number or array the op was combined with
-                tid = f"t{next(serial)}"
-                data = np.asarray(a)
-                graph.add_node(
-                    tid,
-                    kind="tensor",
-                    op=None,
-                    shape=tuple(data.shape),
-                    dtype=_dtype_name(data.dtype),
-                    name=None,
-                    requires_grad=False,
-                    data=data,
-                    tensor=None,
-                    scope=None,
-                )
-                arg_ids.append(tid)
+        for parent in node.parents:
+            shared = type(parent) is Node or isinstance(parent, Tensor)
+            arg_ids.append(ids.get(parent) if shared and parent in ids else add_tensor(parent))
         graph.add_node(
             oid,
             kind="op",
             op=node.op,
             name=node.op,
-            shape=tuple(out.shape),
-            dtype=_dtype_name(out.data.dtype),
+            shape=tuple(node.shape),
+            dtype=_dtype_name(node.dtype),
             index=node.index,
             where=where.get(node.where) or where.setdefault(node.where, where_recorded(node)),
             params=_params_text(node),
-            scope=out._flag("scope"),
+            scope=None if node.notes is None else node.notes.get("scope"),
             node=node,
         )
         for position, tid in enumerate(arg_ids):
             graph.add_edge(tid, oid, key=position, kind="argument", position=position)
-        graph.add_edge(oid, ids.get(out) or add_tensor(out), key=0, kind="output")
+        graph.add_edge(oid, ids.get(node) or add_tensor(node), key=0, kind="output")
     for t in outs:
-        if t not in ids:
-            add_tensor(t)
+        if (t.node or t) not in ids:
+            add_tensor(t.node or t)
 
-    output_ids = {ids[t] for t in outs}
+    output_ids = {ids[t.node or t] for t in outs}
     for tid, attrs in graph.nodes(data=True):
         if attrs["kind"] != "tensor":
             continue
@@ -435,42 +357,48 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
         else:
             attrs["role"] = "intermediate"
         t = attrs["tensor"]
-        if t is not None and t.requires_grad and (t.node is None or t._flag("retain_grad")):
+        if t is not None and t.requires_grad and (t.node is None or retains_grad(t)):
             if t._grad is not None:
                 attrs["grad"] = t._grad
-    graph.graph["outputs"] = [ids[t] for t in outs]
+    graph.graph["outputs"] = [ids[t.node or t] for t in outs]
     graph.graph["flow"] = False
-
-    asked = flow is True
-    if flow is None:
-        flow = any(t._grad is not None for t in ids if t.node is None and t.requires_grad)
-    if flow:
-        _add_flow(graph, outs, ids, strict=asked)
+    if flow is not False:
+        _add_flow(graph, records)
     return graph
 
 
-def _add_flow(graph: nx.MultiDiGraph, outs: list[Tensor], ids: dict, strict: bool) -> None:
-    try:
-        flow = replay(outs)
-    except Exception as e:  # e.g. a Function whose saved values a backward pass freed
-        if strict:
-            raise
-        graph.graph["flow_error"] = f"{type(e).__name__}: {e}"
-        return
-    graph.graph["flow"] = True
+def _freed(t: Tensor) -> bool:
+    return isinstance(t, Standin)
+
+
+def _add_flow(graph: nx.MultiDiGraph, records: list[Node]) -> None:
+    """Label the edges with what the last pass through each record sent (``node.sent``)."""
     op_ids = {attrs["index"]: n for n, attrs in graph.nodes(data=True) if attrs["kind"] == "op"}
-    for (index, position), (part, sent_shape) in flow.edges.items():
-        oid = op_ids[index]
+    totals: dict[str, list] = {}
+    for node in records:
+        if node.sent is None:
+            continue
+        graph.graph["flow"] = True
+        oid = op_ids[node.index]
+        g, parts = node.sent
+        (_, out_id, out_attrs), *_ = graph.out_edges(oid, data=True)
+        out_attrs["grad"] = g
+        tensor = graph.nodes[out_id]
+        tensor["flow"] = g
+        tensor.setdefault("grad", g)
         for u, _, key, attrs in graph.in_edges(oid, keys=True, data=True):
-            if key == position:
+            if key in parts:
+                part, sent_shape = parts[key]
                 attrs["grad"] = part
-                attrs["sent_shape"] = tuple(sent_shape)
+                attrs["sent_shape"] = sent_shape
                 attrs["summed"] = summed_axes(sent_shape, graph.nodes[u]["shape"])
-    for t, total in flow.totals.items():
-        attrs = graph.nodes[ids[t]]
-        attrs["flow"] = total
-        if attrs["op"] is not None and "grad" not in attrs:
-            attrs["grad"] = total
+                totals.setdefault(u, []).append(part)
+    for u, parts in totals.items():  # a leaf's total in the pass: the sum of what it received
+        tensor = graph.nodes[u]
+        arrays = [p for p in parts if isinstance(p, np.ndarray)]
+        tensor.setdefault(
+            "flow", sum(arrays[1:], arrays[0]) if len(arrays) == len(parts) else tensor["shape"]
+        )
 
 
 # ---- DOT, drawn from the networkx graph -------------------------------------------------
@@ -577,7 +505,7 @@ def to_dot(
     array([7.])
     """
     graph = _graph_of(outputs, show_grad, flow)
-    return _build_dot(
+    return build_dot(
         graph,
         show_data=show_data,
         show_grad=show_grad,
@@ -588,7 +516,7 @@ def to_dot(
     )
 
 
-def _build_dot(
+def build_dot(
     graph: nx.MultiDiGraph,
     *,
     show_data: bool = False,
@@ -625,7 +553,10 @@ def _build_dot(
                 skip.add(n)
                 for _, v, key in graph.out_edges(n, keys=True):
                     value = attrs["data"]
-                    shown = format_array(value) if value.size <= 6 else describe(value)
+                    if value is None:
+                        shown = f"{_type_text(attrs['dtype'], attrs['shape'])} (freed)"
+                    else:
+                        shown = format_array(value) if value.size <= 6 else describe(value)
                     name = f" {attrs['name']}" if attrs["name"] else ""
                     constants_of.setdefault(v, []).append(f"const {key}{name}: {shown}")
 
@@ -660,8 +591,9 @@ def _build_dot(
         lines = [title] if title else []
         lines.append(_type_text(attrs["dtype"], attrs["shape"]))
         raw_constant = attrs["tensor"] is None  # a number the op was given: its value matters
-        if (show_data or raw_constant) and attrs["data"].size <= 6:
-            lines.append(f"data {format_array(attrs['data'])}")
+        if (show_data or raw_constant) and int(np.prod(attrs["shape"])) <= 6:
+            data = attrs["data"]
+            lines.append("data freed" if data is None else f"data {format_array(data)}")
         if attrs["uses"] > 1:
             lines.append(f"used {attrs['uses']}× → grads add up (+=)")
         if show_grad:
@@ -815,9 +747,9 @@ def render(
 __all__ = [
     "format_array",
     "render",
-    "replay",
     "scope",
     "summed_axes",
     "to_dot",
     "to_networkx",
+    "trace_flow",
 ]

@@ -492,7 +492,12 @@ def test_tape_len_iteration_and_clear(fresh_tape):
     assert len(fresh_tape) == 4
     nodes = list(fresh_tape)
     assert [op_name(n) for n in nodes] == ["mul", "exp", "add", "sum"]
-    assert [n.output for n in nodes] == [a, b, nodes[2].output, c]
+    assert nodes[0].output is a and nodes[1].output is b and nodes[3].output is c
+    # nothing holds a + b and sum's VJP reads none of it: freed, but the graph keeps its shape
+    freed = nodes[2].output
+    assert freed.shape == (2,) and freed.node is nodes[2]
+    with pytest.raises(RuntimeError, match="freed"):
+        _ = freed.data
     assert all(isinstance(n, tape.Node) for n in nodes)
     assert tape.get_tape() is fresh_tape
 

@@ -134,20 +134,21 @@ def test_retain_graph_keeps_saved_buffers_for_the_next_pass():
     np.testing.assert_allclose(x.grad, 2 * np.cos(x.data), rtol=1e-15)
 
 
-def test_a_released_graph_keeps_its_values_until_its_output_is_dropped():
-    """Documented limit: backward releases records (a second pass raises) but keeps
-    their inputs, so diagrams can still be drawn; dropping the output frees them."""
+def test_a_released_graph_frees_its_values_while_its_output_lives():
+    """API.md, Memory: after loss.backward() the graph keeps its structure, no values."""
     x = tape.tensor(np.ones(100_000), requires_grad=True)
     h = x * 2.0
     ref = weakref.ref(h.data)
-    loss = h.tanh().sum()
-    loss.backward()
+    loss = h.tanh().sum()  # tanh saves its output; mul saves only the constant 2.0
+    out_ref = weakref.ref(loss.node.parents[0].saved[0])  # tanh's saved output
     del h
     gc.collect()
-    assert ref() is not None  # still reachable through loss's released records
-    del loss
+    assert ref() is None  # no VJP reads x * 2.0: freed during the forward pass
+    assert out_ref() is not None  # tanh's output is saved until backward
+    loss.backward()
     gc.collect()
-    assert ref() is None
+    assert out_ref() is None and loss.node is not None  # freed by the pass, structure kept
+    assert loss.node.inputs[0].shape == (100_000,)
 
 
 # ---- threads -------------------------------------------------------------------------------------

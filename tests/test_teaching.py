@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tape
-from tape.record import _state
+from tape.record import state
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")
 
@@ -29,7 +29,7 @@ def test_every_plus_equals_is_a_step_in_order():
     ops = [(s.node.op, s.position) for s in steps]
     # newest record first; within one record in argument order
     assert ops == [("add", 0), ("add", 1), ("mul", 0), ("mul", 1)]
-    assert steps[0].target is y.node.args[0]  # contributions into intermediates are steps too
+    assert steps[0].key is y.node.parents[0]  # contributions into intermediates are steps too
     into_x = steps.of(x)
     assert [s.contribution.tolist() for s in into_x] == [[1.0], [3.0], [3.0]]
     assert into_x[0].grad_before is None
@@ -106,17 +106,17 @@ def test_tape_grad_is_traced_and_touches_no_grad():
 
 def test_traces_nest_and_restore_even_on_error():
     _x, y = fanout()
-    assert _state.tracer is None
+    assert state.observers == []
     with tape.trace_backward() as outer:
         with tape.trace_backward() as inner:
             y.backward(np.ones(1))
-        assert _state.tracer is outer
-    assert _state.tracer is None
+        assert state.observers == [outer]
+    assert state.observers == []
     assert len(inner) == len(outer) == 4
     with pytest.raises(ZeroDivisionError):
         with tape.trace_backward():
             raise ZeroDivisionError
-    assert _state.tracer is None
+    assert state.observers == []
 
 
 def test_ledger_keeps_owned_copies():
