@@ -24,6 +24,7 @@ gradients and the tape exactly as they were.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -44,47 +45,38 @@ from .tensor import Tensor, on_graph, wrap
 def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tuple[dict, list]:
     """The reverse pass from ``roots`` (records or leaves), seeded with ``seeds``.
 
-    Returns the gradients that reached the leaves, and the records whose
-    pullback ran. The newest waiting record is always complete: every op that
-    consumed its output was recorded later, so it has already sent its part.
+    Returns the gradients that reached the leaves, and what ran: each record
+    with the gradient it received and what its pullback sent. The newest
+    waiting record is always complete: every op that consumed its output was
+    recorded later, so it has already sent its part.
     """
     grads: dict[Any, Any] = {}
     owned: set[Any] = set()  # sums this pass allocated: safe to += in place
     pending: list[tuple[int, Node]] = []
     ran = []
-    for key, seed in zip(roots, seeds):
-        if accumulate(grads, owned, key, seed) and type(key) is Node:
-            heappush(pending, (-key.index, key))
-    while pending:
+    sent = [(key, part, 0, part) for key, part in zip(roots, seeds)]
+    while True:
+        for key, part, _, _ in sent:  # accumulate: grads[key] += part
+            before = grads.get(key)
+            if before is None:  # the first contribution is kept by reference
+                grads[key] = part
+                if key.__class__ is Node:
+                    heappush(pending, (-key.index, key))
+            elif key in owned:  # later ones add into the sum this pass allocated
+                before += part
+            else:  # the second allocates the sum
+                total = before + part
+                if isinstance(total, Tensor):  # create_graph: the sum itself is recorded
+                    grads[key] = total
+                else:  # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
+                    grads[key] = np.asarray(total)
+                    owned.add(key)
+        if not pending:
+            return grads, ran
         node = heappop(pending)[1]
-        ran.append(node)
-        for key, part, _, _ in pullback(node, grads.pop(node)):
-            if accumulate(grads, owned, key, part) and type(key) is Node:
-                heappush(pending, (-key.index, key))
-    return grads, ran
-
-
-def accumulate(grads: dict, owned: set, key: Any, part: Any) -> bool:
-    """``grads[key] += part``, never mutating an array the pass does not own.
-
-    The first contribution is kept by reference (and ``True`` returned: the
-    key starts waiting), the second allocates the sum, later ones add into
-    that sum in place.
-    """
-    before = grads.get(key)
-    if before is None:
-        grads[key] = part
-        return True
-    if key in owned:
-        before += part
-    else:
-        total = before + part
-        if isinstance(total, Tensor):  # create_graph: the sum itself is recorded
-            grads[key] = total
-        else:  # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
-            grads[key] = np.asarray(total)
-            owned.add(key)
-    return False
+        g = grads.pop(node)
+        sent = pullback(node, g)
+        ran.append((node, g, sent))
 
 
 # ---- the pullback: one record's VJPs, and the bookkeeping around them ------------------
@@ -149,23 +141,30 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
     def pullback(node: Node, g: Any) -> list:
         if through is not None and node not in through:
             return []  # nothing asked for lies beyond it: neither run nor checked
-        if node.released is not None:
+        saved = node.saved
+        if saved.__class__ is not tuple:
             raise _released_error(node)
         if node.index < LAST_CHANGE[0]:
             _check_unchanged(node)
         op, params = node.primitive, node.params
-        lifted = graph and not op.once  # a Function's backward knows only arrays
-        saved = _lift(node) if lifted else node.saved
-        gv = g if lifted or not isinstance(g, Tensor) else g.data
+        gv = g  # what the VJPs get: Tensors under create_graph, but a Function knows only arrays
+        if graph and not op.once:
+            saved = _lift(node)
+        elif type(g) is not np.ndarray and isinstance(g, Tensor):
+            gv = g.data
         parts = None if op.vjp_all is None else _run_vjp_all(node, gv, saved)
         sent = []
         for position, parent in enumerate(node.parents):
-            key = key_of(parent)
-            if key is None or (keep is not None and key not in keep):
-                continue  # no formula runs for an input that needs no gradient
+            if type(parent) is Node:
+                key, shape, dtype = parent, parent.shape, parent.dtype
+            elif isinstance(parent, Tensor) and parent.requires_grad and parent.node is None:
+                key, shape, dtype = parent, parent.data.shape, parent.data.dtype
+            else:
+                continue  # a constant: no formula runs for it
+            if keep is not None and key not in keep:
+                continue
             if parts is None:
-                picked = [saved[j] for j in op.picks[position]]
-                part = op.vjps[position](gv, *picked, **params)  # type: ignore[index]
+                part = op.calls[position](gv, saved, params)
             else:
                 part = parts[position]
             if part is None:
@@ -173,7 +172,6 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
             raw = part
             if graph and op.once:
                 part = _once_record(node, g, part)
-            shape, dtype = parent.meta if type(parent) is Node else _meta(parent)
             if (
                 graph
                 or type(part) is not np.ndarray
@@ -185,11 +183,6 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
         return sent
 
     return pullback
-
-
-def _meta(parent: Any) -> tuple:
-    data = parent.data if isinstance(parent, Tensor) else parent
-    return data.shape, data.dtype
 
 
 def _lift(node: Node) -> tuple:
@@ -300,7 +293,7 @@ def _once_record(node: Node, g: Any, part: Any) -> Any:
     """The Function's gradient, on a record that refuses a second backward pass."""
     value = np.asarray(part.data if isinstance(part, Tensor) else part)
     handles = [
-        on_graph(np.broadcast_to(np.zeros((), p.meta[1]), p.meta[0]), p) if type(p) is Node else p
+        on_graph(np.broadcast_to(np.zeros((), p.dtype), p.shape), p) if type(p) is Node else p
         for p in node.parents
     ]
     return apply(_ONCE, (g, *handles), {"value": value, "function": node.op})
@@ -422,6 +415,7 @@ class _Anomaly(Observer):
 
 
 FLOW_LIMIT = 1000  # a released graph keeps gradients up to this many entries for diagrams
+FLOW_RECORDS = 500  # ... in passes over at most this many records (a diagram one can read)
 
 
 def _small(value: Any) -> Any:
@@ -430,28 +424,18 @@ def _small(value: Any) -> Any:
     return data if data.size <= FLOW_LIMIT else tuple(data.shape)
 
 
-class Flows(Observer):
-    """What a pass sent along every edge, kept on the records for diagrams (``node.sent``).
+def keep_flows(ran: list) -> None:
+    """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
 
-    ``node.sent`` becomes ``(g, {position: (part, raw_shape)})``: the gradient
-    the record's VJP received, and each contribution it sent, each as an array
-    while it has at most ``FLOW_LIMIT`` entries and as its shape otherwise.
+    Only for a pass over at most ``FLOW_RECORDS`` records, and each gradient
+    as an array while it has at most ``FLOW_LIMIT`` entries (its shape
+    otherwise): what a diagram shows costs no memory worth naming.
     """
-
-    def __init__(self) -> None:
-        self.flows: dict[Node, tuple[Any, dict]] = {}
-
-    def total(self, key: Any, g: Any) -> Any:
-        if type(key) is Node:
-            self.flows[key] = (_small(g), {})
-        return g
-
-    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
-        self.flows[node][1][position] = (_small(part), tuple(np.shape(raw)))
-
-    def end(self) -> None:
-        for node, flow in self.flows.items():
-            node.sent = flow
+    if len(ran) > FLOW_RECORDS:
+        return
+    for node, g, sent in ran:
+        parts = {position: (_small(part), tuple(np.shape(raw))) for _, part, position, raw in sent}
+        node.note("sent", (_small(g), parts))
 
 
 def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> list[Observer]:
@@ -475,7 +459,13 @@ def run(
         o.begin(keys, seeds)
     if observers:
         pullback = _Observed(pullback, observers)
-    grads, ran = walk(keys, seeds, pullback)
+    collecting = gc.isenabled()
+    gc.disable()  # the walk makes no cycles; scanning a big graph for them would dominate it
+    try:
+        grads, ran = walk(keys, seeds, pullback)
+    finally:
+        if collecting:
+            gc.enable()
     for key, g in grads.items():  # what is left are leaves
         for o in observers:
             g = o.total(key, g)
@@ -560,8 +550,8 @@ def add_into_grad(t: Tensor, g: np.ndarray) -> None:
 _COMMIT = threading.Lock()  # threads backpropagating into one leaf must not lose an update
 
 
-def _release(ran: list[Node]) -> None:
-    for node in ran:
+def _release(ran: list) -> None:
+    for node, _, _ in ran:
         node.release("backward")
 
 
@@ -579,7 +569,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     array([7.])
     """
     start = _seed(self, grad, "backward", graph=False)
-    observers = _observers(graph=False, retain=True, extra=[Flows()])
+    observers = _observers(graph=False, retain=True)
     with GradMode(False):
         grads, ran = run([self], [start], make_pullback(graph=False), observers)
     _check_leaves(grads)
@@ -588,6 +578,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
             add_into_grad(t, g)
         for o in observers:
             o.end()
+    keep_flows(ran)
     if not retain_graph:
         _release(ran)
 
@@ -679,7 +670,7 @@ def grad(
         for o in observers:
             o.end()
     if not (create_graph if retain_graph is None else retain_graph):
-        _release([node for node in ran if node in through])  # the others did not run
+        _release([r for r in ran if r[0] in through])  # the others did not run
     return results
 
 

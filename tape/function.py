@@ -45,7 +45,7 @@ class Op:
         "variadic",
         "params",
         "vjps",
-        "picks",
+        "calls",
         "vjp_all",
         "saves",
         "save",
@@ -62,7 +62,7 @@ class Op:
         self.variadic = next((p.name for p in sig if p.kind == p.VAR_POSITIONAL), None)
         self.params = {p.name: p.default for p in sig if p.default is not p.empty}
         self.vjps: tuple | None = None
-        self.picks: tuple = ()
+        self.calls: tuple = ()  # per input: call(g, saved, params) runs its VJP on what it reads
         self.vjp_all: Callable[..., Any] | None = None
         self.saves: tuple = ()
         self.save = _saver(())
@@ -83,8 +83,10 @@ class Op:
             )
         reads = [self._reads(f) for f in vjps]
         self.saves = tuple(sorted({k for r in reads for k in r}, key=_save_order))
-        self.picks = tuple(tuple(self.saves.index(k) for k in r) for r in reads)
         self.vjps, self.save = vjps, _saver(self.saves)
+        self.calls = tuple(
+            _caller(f, tuple(self.saves.index(k) for k in r)) for f, r in zip(vjps, reads)
+        )
         return self
 
     def defvjp_all(self, vjp: Callable[..., Any]) -> Op:
@@ -133,6 +135,19 @@ class Op:
 
 def _save_order(k: Any) -> Any:
     return (2, k) if isinstance(k, str) else (1, -k) if k < 0 else (0, k)
+
+
+def _caller(vjp: Callable[..., Any], picks: tuple) -> Callable[[Any, tuple, dict], Any]:
+    """``call(g, saved, params)`` for one VJP: its reads picked from ``saved``, without a loop."""
+    if not picks:
+        return lambda g, saved, params: vjp(g, **params)
+    if len(picks) == 1:
+        (i,) = picks
+        return lambda g, saved, params: vjp(g, saved[i], **params)
+    if len(picks) == 2:
+        i, j = picks
+        return lambda g, saved, params: vjp(g, saved[i], saved[j], **params)
+    return lambda g, saved, params: vjp(g, *[saved[k] for k in picks], **params)
 
 
 def _saver(saves: tuple) -> Callable[[Any, tuple], tuple]:

@@ -38,8 +38,6 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # One sequence for every thread: a graph may use tensors another thread made,
 # and the walk needs one order that is topological across all of them.
 INDEX = itertools.count(1)
-# Shapes and dtypes of outputs, shared: a million records of one shape keep one tuple.
-_META: dict[tuple, tuple] = {}
 
 
 class ThreadState(threading.local):
@@ -100,36 +98,33 @@ class Node:
 
     ``parents`` has one entry per input: the ``Node`` that made it, the leaf
     ``Tensor`` itself, or the constant it was (a number, an array, a Tensor
-    without grad). ``saved`` holds exactly what the op's VJP reads; ``meta``
-    is the output's ``(shape, dtype)``; ``sent`` what the last backward pass
-    sent along each edge, for diagrams. ``released`` says who freed ``saved``.
+    without grad). ``saved`` holds exactly what the op's VJP reads, and is
+    ``None`` once a pass released the record (``False`` after ``tape.clear()``);
+    ``shape`` and ``dtype`` are the output's. Everything rare (a name, a
+    scope, what the last pass sent along each edge) lives in ``notes``.
     """
 
     __slots__ = (
-        "op",
         "primitive",
         "params",
         "parents",
         "saved",
-        "meta",
+        "shape",
+        "dtype",
         "index",
         "code",
         "offset",
-        "released",
         "notes",
-        "sent",
         "_output",
     )
 
     def __init__(self, op: Any, parents: tuple, saved: tuple, params: dict, output: Any) -> None:
-        self.op: str = op.name
         self.primitive = op  # the Op: forward, VJPs and what they read
         self.params = params
         self.parents = parents
         self.saved: tuple | None = saved
         data = output.data
-        key = (data.shape, data.dtype)
-        self.meta = _META.get(key) or _META.setdefault(key, key)
+        self.shape, self.dtype = data.shape, data.dtype  # known after the output is freed
         self._output = ref = weakref.ref(output)  # the output owns its node, not the reverse
         # Where the user asked for the op, inlined from user_code() because every
         # record pays for it: frame 3 skips this, apply and the op's public function.
@@ -137,9 +132,7 @@ class Node:
         while frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_back is not None:
             frame = frame.f_back
         self.code, self.offset = frame.f_code, frame.f_lasti
-        self.released: str | None = None
-        self.notes: dict | None = None  # rare extras: name, scope
-        self.sent: Any = None
+        self.notes: dict | None = None
         self.index = next(INDEX)
         tape = state.tape
         refs = tape.refs
@@ -148,18 +141,30 @@ class Node:
             tape.compact()
 
     @property
-    def shape(self) -> tuple:
-        """The output's shape (known even after the output was freed)."""
-        return self.meta[0]
-
-    @property
-    def dtype(self) -> Any:
-        return self.meta[1]
+    def op(self) -> str:
+        """The op's name, e.g. ``"matmul"``."""
+        return self.primitive.name
 
     @property
     def name(self) -> str | None:
         """The output's name, if it was given one (``t.name = "h"``)."""
         return None if self.notes is None else self.notes.get("name")
+
+    @property
+    def released(self) -> str | None:
+        """Who freed the saved values (``"backward"``, ``"tape.clear()"``), or ``None``."""
+        if self.saved.__class__ is tuple:
+            return None
+        return "backward" if self.saved is None else "tape.clear()"
+
+    @property
+    def sent(self) -> Any:
+        """What the last backward pass through this record sent: ``(g, {position: (part, shape)})``.
+
+        ``g`` is the gradient the VJP received, each ``part`` what it sent to
+        that input; arrays of up to ``FLOW_LIMIT`` entries, shapes beyond.
+        """
+        return None if self.notes is None else self.notes.get("sent")
 
     def note(self, key: str, value: Any) -> None:
         if self.notes is None:
@@ -178,13 +183,15 @@ class Node:
         line. Constants given to the op are freed too (their shapes stay), and
         so are the values a custom Function saved on its context.
         """
-        self.released = why
-        self.saved = None
-        if any(_holds_values(p) for p in self.parents):
-            self.parents = tuple(Freed(p) if _holds_values(p) else p for p in self.parents)
-        ctx = self.params.get("ctx")
-        if ctx is not None:
-            ctx.saved = None
+        self.saved = False if why == "tape.clear()" else None
+        for p in self.parents:
+            if _holds_values(p):
+                self.parents = tuple([freed(p) if _holds_values(p) else p for p in self.parents])
+                break
+        if self.params:
+            ctx = self.params.get("ctx")
+            if ctx is not None:
+                ctx.saved = None
 
     def __repr__(self) -> str:
         state = f", released by {self.released}" if self.released else ""
@@ -196,9 +203,32 @@ def _is_leaf(parent: Any) -> bool:
     return getattr(parent, "requires_grad", False) is True and getattr(parent, "node", 0) is None
 
 
+_NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
+
+
 def _holds_values(parent: Any) -> bool:
-    """A constant input that owns an array (not a number, not a record, not a leaf)."""
-    return isinstance(parent, np.ndarray) or (hasattr(parent, "data") and not _is_leaf(parent))
+    """A constant input that owns an array: an array, or a Tensor that is not a leaf with grad."""
+    kind = parent.__class__
+    if kind is np.ndarray:
+        return True
+    if kind is Node or kind in _NUMBERS:
+        return False
+    return getattr(parent, "node", 0) is None and not parent.requires_grad
+
+
+_FREED: dict[tuple, Freed] = {}
+
+
+def freed(value: Any) -> Freed:
+    """What a released record keeps of a constant: one shared ``Freed`` per shape for arrays."""
+    if not isinstance(value, np.ndarray):
+        return Freed(value)  # a Tensor: keep its name, and a weak link while someone holds it
+    key = (value.shape, value.dtype)
+    found = _FREED.get(key)
+    if found is None:
+        found = _FREED[key] = Freed(np.broadcast_to(np.zeros((), value.dtype), value.shape))
+        found._ref = None
+    return found
 
 
 class Freed:
@@ -217,7 +247,7 @@ class Freed:
 
     @property
     def value(self) -> Any:
-        return self._ref()
+        return None if self._ref is None else self._ref()
 
 
 def user_code(depth: int) -> tuple:
@@ -277,7 +307,7 @@ class Tape:
 
     def __iter__(self) -> Iterator[Node]:
         for node in self._nodes():
-            if node.released is None:
+            if node.saved.__class__ is tuple:
                 yield node
 
     def __len__(self) -> int:

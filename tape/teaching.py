@@ -488,7 +488,8 @@ def render_steps(
     steps = Steps()
     if output.node.released is None:
         with GradMode(False):
-            _, visited = run([output], [start], make_pullback(graph=False), [steps])
+            _, ran = run([output], [start], make_pullback(graph=False), [steps])
+        visited = [node for node, _, _ in ran]
     else:  # the values are gone: show what the releasing pass sent, kept on the records
         start, visited = _replay_sent(output, steps)
 

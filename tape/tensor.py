@@ -394,7 +394,7 @@ def _standin(meta: tuple, node: Node | None, name: str | None) -> Standin:
 
 def _output(node: Node) -> Tensor:
     t = node._output()
-    return t if t is not None else _standin(node.meta, node, node.name)
+    return t if t is not None else _standin((node.shape, node.dtype), node, node.name)
 
 
 def _input(parent: Any) -> Tensor:

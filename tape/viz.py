@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autodiff import Flows, make_pullback, retains_grad, run
+from .autodiff import keep_flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
 from .record import INDEX, GradMode, Node, get_tape, reachable
 from .tensor import Standin, Tensor
@@ -221,10 +221,9 @@ def trace_flow(outputs: Sequence[Tensor]) -> None:
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
     outs = [t for t in outs if t.node.released is None]  # a released graph shows what it kept
     if outs:
-        flows = Flows()
         with GradMode(False):
-            run(outs, [np.ones(t.shape, t.dtype) for t in outs], make_pullback(False), [flows])
-        flows.end()
+            _, ran = run(outs, [np.ones(t.shape, t.dtype) for t in outs], make_pullback(False), [])
+        keep_flows(ran)
 
 
 _MISSING = object()
@@ -298,7 +297,7 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
             data = np.asarray(key)  # a Python number or array the op was combined with
         else:
             data = None  # freed: only the shape and dtype are known
-        shape, dtype = made.meta if made else (np.shape(data), np.result_type(data))
+        shape, dtype = (made.shape, made.dtype) if made else (np.shape(data), np.result_type(data))
         if data is None and made is None:  # a released constant
             shape, dtype = key.shape, key.dtype
         graph.add_node(
