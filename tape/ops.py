@@ -152,7 +152,12 @@ def _axis(axis: Any) -> Any:
 
 @op("add", dunders=("__add__",), reflected=("__radd__",), ufunc=np.add, hint=_broadcast_hint)
 def add(x, y):
-    """Elementwise ``x + y`` (broadcasting)."""
+    """Elementwise ``x + y`` (broadcasting); ``∂/∂x = ∂/∂y = 1``.
+
+    >>> b = tape.tensor([0.5, 0.5], requires_grad=True)
+    >>> (tape.ones((2, 2)) + b).sum().backward(); b.grad  # b fed two rows: summed back
+    array([2., 2.])
+    """
     return x + y
 
 
@@ -164,7 +169,12 @@ add.defvjp(
 
 @op("sub", dunders=("__sub__",), reflected=("__rsub__",), ufunc=np.subtract, hint=_broadcast_hint)
 def sub(x, y):
-    """Elementwise ``x - y`` (broadcasting)."""
+    """Elementwise ``x - y`` (broadcasting); ``∂/∂x = 1``, ``∂/∂y = −1``.
+
+    >>> x, y = tape.tensor([3.0], requires_grad=True), tape.tensor([1.0], requires_grad=True)
+    >>> (x - y).sum().backward(); x.grad, y.grad
+    (array([1.]), array([-1.]))
+    """
     return x - y
 
 
@@ -176,7 +186,12 @@ sub.defvjp(
 
 @op("mul", dunders=("__mul__",), reflected=("__rmul__",), ufunc=np.multiply, hint=_broadcast_hint)
 def mul(x, y):
-    """Elementwise ``x * y`` (broadcasting)."""
+    """Elementwise ``x * y`` (broadcasting); ``∂/∂x = y``, ``∂/∂y = x``.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> (x * x).sum().backward(); x.grad  # two uses of x: 3 + 3
+    array([6.])
+    """
     return x * y
 
 
@@ -194,7 +209,12 @@ mul.defvjp(
     hint=_broadcast_hint,
 )
 def div(x, y):
-    """Elementwise ``x / y`` (true division: integers give floats)."""
+    """Elementwise ``x / y`` (true division); ``∂/∂x = 1/y``, ``∂/∂y = −x/y²``.
+
+    >>> x, y = tape.tensor([3.0], requires_grad=True), tape.tensor([2.0], requires_grad=True)
+    >>> (x / y).sum().backward(); x.grad, y.grad
+    (array([0.5]), array([-0.75]))
+    """
     return x / y
 
 
@@ -206,7 +226,12 @@ div.defvjp(
 
 @op("neg", dunders=("__neg__",), ufunc=np.negative)
 def neg(x):
-    """Elementwise ``-x``."""
+    """Elementwise ``-x``; ``∂/∂x = −1``.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> (-x).sum().backward(); x.grad
+    array([-1.])
+    """
     return -x
 
 
@@ -227,7 +252,12 @@ def _pow_dy(g, out, x, y):
 
 @op("pow", dunders=("__pow__",), reflected=("__rpow__",), ufunc=np.power, hint=_broadcast_hint)
 def pow(x, y):
-    """Elementwise ``x ** y`` (broadcasting)."""
+    """Elementwise ``x ** y`` (broadcasting); ``∂/∂x = y·xʸ⁻¹``, ``∂/∂y = xʸ ln x``.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> (x**2).sum().backward(); x.grad
+    array([6.])
+    """
     return x**y
 
 
@@ -272,7 +302,15 @@ def _matmul_dy(g, out, x, y):
     hint=_matmul_hint,
 )
 def matmul(x, y):
-    """Matrix product ``x @ y`` with NumPy's rules for 1-D and batched operands."""
+    """Matrix product ``x @ y`` (NumPy's rules for 1-D and batched operands).
+
+    ``dX = g Yᵀ`` and ``dY = Xᵀ g``: the Linear layer's ``dX = dZ Wᵀ``, ``dW = Xᵀ dZ``.
+
+    >>> x, w = tape.tensor([[1.0, 2.0]]), tape.tensor([[3.0], [4.0]], requires_grad=True)
+    >>> (x @ w).sum().backward(); w.grad
+    array([[1.],
+           [2.]])
+    """
     return x @ y
 
 
@@ -284,7 +322,12 @@ matmul.defvjp(_matmul_dx, _matmul_dy)
 
 @op("exp", ufunc=np.exp)
 def exp(x):
-    """Elementwise ``eˣ``."""
+    """Elementwise ``eˣ``; ``∂eˣ/∂x = eˣ``, the output itself.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.exp().sum().backward(); x.grad.round(4)
+    array([1.    , 2.7183])
+    """
     return np.exp(x)
 
 
@@ -293,7 +336,12 @@ exp.defvjp(lambda g, out, x: g * out)  # ∂eˣ/∂x = eˣ
 
 @op("log", ufunc=np.log)
 def log(x):
-    """Natural logarithm, elementwise (domain x > 0)."""
+    """Natural logarithm, elementwise; ``∂ ln x/∂x = 1/x`` (domain x > 0).
+
+    >>> x = tape.tensor([0.5, 2.0], requires_grad=True)
+    >>> x.log().sum().backward(); x.grad
+    array([2. , 0.5])
+    """
     return np.log(x)
 
 
@@ -302,7 +350,12 @@ log.defvjp(lambda g, out, x: g / x)  # ∂ln x/∂x = 1/x
 
 @op("sqrt", ufunc=np.sqrt)
 def sqrt(x):
-    """Elementwise square root (domain x ≥ 0; the gradient at 0 is inf)."""
+    """Elementwise square root; ``∂√x/∂x = 1/(2√x)`` (domain x ≥ 0, inf at 0).
+
+    >>> x = tape.tensor([1.0, 4.0], requires_grad=True)
+    >>> x.sqrt().sum().backward(); x.grad
+    array([0.5 , 0.25])
+    """
     return np.sqrt(x)
 
 
@@ -311,7 +364,12 @@ sqrt.defvjp(lambda g, out, x: g / (2 * out))  # ∂√x/∂x = 1/(2√x)
 
 @op("abs", dunders=("__abs__",), ufunc=np.absolute)
 def abs(x):
-    """Elementwise ``|x|``."""
+    """Elementwise ``|x|``; ``∂|x|/∂x = sign(x)``, and 0 at 0 (PyTorch).
+
+    >>> x = tape.tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    >>> x.abs().sum().backward(); x.grad
+    array([-1.,  0.,  1.])
+    """
     return np.abs(x)
 
 
@@ -320,7 +378,12 @@ abs.defvjp(lambda g, out, x: g * np.sign(x))  # ∂|x|/∂x = sign(x); sign(0) =
 
 @op("tanh", ufunc=np.tanh)
 def tanh(x):
-    """Elementwise hyperbolic tangent."""
+    """Elementwise hyperbolic tangent; ``∂ tanh/∂x = 1 − tanh²``, from the output.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.tanh().sum().backward(); x.grad.round(4)
+    array([1.  , 0.42])
+    """
     return np.tanh(x)
 
 
@@ -329,7 +392,14 @@ tanh.defvjp(lambda g, out, x: g * (1 - out * out))  # ∂tanh/∂x = 1 − tanh�
 
 @op("sigmoid")
 def sigmoid(x):
-    """Elementwise logistic ``1 / (1 + e⁻ˣ)``, stable for large ``|x|``."""
+    """Elementwise logistic ``σ(x) = 1 / (1 + e⁻ˣ)``, stable for large ``|x|``.
+
+    ``∂σ/∂x = σ(1 − σ)``, from the output.
+
+    >>> x = tape.tensor([0.0, 1000.0], requires_grad=True)
+    >>> x.sigmoid().sum().backward(); x.grad
+    array([0.25, 0.  ])
+    """
     e = np.exp(-np.abs(x))  # never exp of a large positive number
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
@@ -339,7 +409,12 @@ sigmoid.defvjp(lambda g, out, x: g * out * (1 - out))  # ∂σ/∂x = σ(1 − �
 
 @op("relu")
 def relu(x):
-    """Elementwise ``max(x, 0)``."""
+    """Elementwise ``max(x, 0)``; ``∂/∂x = 1`` where ``x > 0``, else 0 (``relu'(0) = 0``).
+
+    >>> x = tape.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    >>> x.relu().sum().backward(); x.grad
+    array([0., 0., 1.])
+    """
     return np.maximum(x, 0)
 
 
@@ -422,7 +497,13 @@ def clamp(x: Any, min: Any = None, max: Any = None) -> Tensor:
 
 @op("sum", numpy=(np.sum,))
 def sum(x, axis=None, keepdims=False):
-    """Sum over ``axis`` (all axes when ``None``)."""
+    """Sum over ``axis`` (all axes when ``None``); every summand gets the whole ``g``.
+
+    >>> x = tape.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> (x.sum(axis=0) * [10.0, 100.0]).sum().backward(); x.grad
+    array([[ 10., 100.],
+           [ 10., 100.]])
+    """
     return np.sum(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -436,7 +517,12 @@ sum.defvjp(
 
 @op("mean", numpy=(np.mean,))
 def mean(x, axis=None, keepdims=False):
-    """Arithmetic mean over ``axis`` (all axes when ``None``)."""
+    """Arithmetic mean over ``axis`` (all axes when ``None``); each entry gets ``g/N``.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> x.mean().backward(); x.grad
+    array([0.25, 0.25, 0.25, 0.25])
+    """
     return np.mean(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -458,7 +544,12 @@ def _extremum_vjp(g, out, x, axis, keepdims):
 
 @op("max", numpy=(np.max, np.amax))
 def max(x, axis=None, keepdims=False):
-    """Largest entry over ``axis``."""
+    """Largest entry over ``axis``; ``g`` goes to the maximum, tied maxima share it evenly.
+
+    >>> x = tape.tensor([1.0, 3.0, 3.0], requires_grad=True)
+    >>> x.max().backward(); x.grad
+    array([0. , 0.5, 0.5])
+    """
     return np.max(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -467,7 +558,12 @@ max.defvjp(_extremum_vjp)
 
 @op("min", numpy=(np.min, np.amin))
 def min(x, axis=None, keepdims=False):
-    """Smallest entry over ``axis``."""
+    """Smallest entry over ``axis``; ``g`` goes to the minimum, tied minima share it evenly.
+
+    >>> x = tape.tensor([1.0, 3.0, 2.0], requires_grad=True)
+    >>> x.min().backward(); x.grad
+    array([1., 0., 0.])
+    """
     return np.min(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -476,7 +572,12 @@ min.defvjp(_extremum_vjp)
 
 @op("softmax")
 def softmax(x, axis=-1):
-    """``exp(x) / sum(exp(x))`` along ``axis``, stable for large inputs."""
+    """``s = exp(x) / sum(exp(x))`` along ``axis``, stable; ``gᵀJ = s ⊙ (g − ⟨g, s⟩)``.
+
+    >>> x = tape.tensor([0.0, 0.0], requires_grad=True)
+    >>> (x.softmax() * [1.0, 0.0]).sum().backward(); x.grad
+    array([ 0.25, -0.25])
+    """
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
@@ -487,7 +588,12 @@ softmax.defvjp(lambda g, out, x, axis: out * (g - (g * out).sum(axis=axis, keepd
 
 @op("log_softmax")
 def log_softmax(x, axis=-1):
-    """``x − log(sum(exp(x)))`` along ``axis``, stable for large inputs."""
+    """``x − log(sum(exp(x)))`` along ``axis``, stable; ``∂/∂x = g − softmax(x)·Σg``.
+
+    >>> x = tape.tensor([0.0, 0.0], requires_grad=True)
+    >>> x.log_softmax()[0].backward(); x.grad
+    array([ 0.5, -0.5])
+    """
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
@@ -518,7 +624,14 @@ _reshape.defvjp(lambda g, out, x, shape: g.reshape(x.shape))  # the inverse resh
 
 
 def reshape(x: Any, *shape: Any) -> Tensor:
-    """Same data, new shape: ``reshape(t, (4, 6))``, ``t.reshape(4, 6)``, ``t.reshape((4, 6))``."""
+    """Same data, new shape: ``reshape(t, (4, 6))``, ``t.reshape(4, 6)``, ``t.reshape((4, 6))``.
+
+    The gradient is ``g`` reshaped back to ``x.shape``.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> (x.reshape(2, 2) * [[1.0, 2.0], [3.0, 4.0]]).sum().backward(); x.grad
+    array([1., 2., 3., 4.])
+    """
     return apply(_reshape.op, (x,), {"shape": _shape_args(shape)})
 
 
@@ -534,7 +647,14 @@ _transpose.defvjp(
 
 
 def transpose(x: Any, *axes: Any) -> Tensor:
-    """Permute axes: ``t.transpose()``, ``t.transpose(1, 0, 2)`` or ``t.transpose((1, 0, 2))``."""
+    """Permute axes: ``t.transpose()``, ``t.transpose(1, 0, 2)`` or ``t.transpose((1, 0, 2))``.
+
+    The gradient is ``g`` permuted back (``argsort`` of the axes).
+
+    >>> x = tape.tensor([[1.0, 2.0]], requires_grad=True)
+    >>> (x.T * [[3.0], [4.0]]).sum().backward(); x.grad
+    array([[3., 4.]])
+    """
     axes = _shape_args(axes)
     if axes:  # non-negative, so the VJP's argsort inverts the permutation
         axes = normalize_axis_tuple(axes, np.ndim(x.data if isinstance(x, Tensor) else x))
@@ -628,7 +748,14 @@ _getitem.defvjp(lambda g, out, x, key: index_add.op.call(g, key=key, shape=x.sha
 
 
 def getitem(x: Any, key: Any) -> Tensor:
-    """``x[key]``: basic slicing and integer-array indexing (repeats accumulate)."""
+    """``x[key]``: basic slicing and integer-array indexing; ``g`` lands where entries came from.
+
+    Repeated indices accumulate.
+
+    >>> x = tape.tensor([10.0, 20.0, 30.0], requires_grad=True)
+    >>> x[[0, 2, 0]].sum().backward(); x.grad
+    array([2., 0., 1.])
+    """
     return apply(_getitem.op, (x,), {"key": _unwrap_key(key)})
 
 
@@ -648,7 +775,12 @@ _concatenate.defvjp_all(_split_vjp)  # each input gets its slice of g
 
 
 def concatenate(ts: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join a sequence of tensors along an existing ``axis``."""
+    """Join a sequence of tensors along an existing ``axis``; each gets its slice of ``g``.
+
+    >>> a, b = tape.tensor([1.0], requires_grad=True), tape.tensor([2.0, 3.0], requires_grad=True)
+    >>> (tape.concatenate([a, b]) * [1.0, 2.0, 3.0]).sum().backward(); b.grad
+    array([2., 3.])
+    """
     if axis is None:
         raise ValueError(
             "concatenate: axis=None (flatten, then join) is not supported; "
@@ -672,7 +804,12 @@ _stack.defvjp_all(_unstack_vjp)  # each input gets its slice of g
 
 
 def stack(ts: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join a sequence of same-shape tensors along a new ``axis``."""
+    """Join same-shape tensors along a new ``axis``; each gets ``g`` at its position.
+
+    >>> a, b = tape.tensor([1.0, 2.0], requires_grad=True), tape.tensor([3.0, 4.0])
+    >>> (tape.stack([a, b]) * [[5.0, 6.0], [7.0, 8.0]]).sum().backward(); a.grad
+    array([5., 6.])
+    """
     return apply(_stack.op, tuple(ts), {"axis": axis})
 
 
@@ -689,7 +826,14 @@ _where.defvjp(
 
 
 def where(cond: Any, x: Any, y: Any) -> Tensor:
-    """``x`` where ``cond`` holds, else ``y``; ``cond`` carries no gradient."""
+    """``x`` where ``cond`` holds, else ``y``; each gets ``g`` where it was chosen.
+
+    ``cond`` carries no gradient.
+
+    >>> x = tape.tensor([-1.0, 2.0], requires_grad=True)
+    >>> tape.where(x > 0, x, 0.1 * x).sum().backward(); x.grad
+    array([0.1, 1. ])
+    """
     cond = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     return apply(_where.op, (x, y), {"cond": cond})
 
@@ -700,7 +844,12 @@ def _maximum_mask(x, y):
 
 @op("maximum", method=False, ufunc=np.maximum, hint=_broadcast_hint)
 def maximum(x, y):
-    """Elementwise larger of ``x`` and ``y``."""
+    """Elementwise larger of ``x`` and ``y``; ``g`` goes to the larger, a tie splits it in half.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> tape.maximum(x, 2.0).sum().backward(); x.grad
+    array([0. , 0.5, 1. ])
+    """
     return np.maximum(x, y)
 
 
@@ -712,7 +861,12 @@ maximum.defvjp(
 
 @op("minimum", method=False, ufunc=np.minimum, hint=_broadcast_hint)
 def minimum(x, y):
-    """Elementwise smaller of ``x`` and ``y``."""
+    """Elementwise smaller of ``x`` and ``y``; ``g`` goes to the smaller, a tie splits it in half.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> tape.minimum(x, 2.0).sum().backward(); x.grad
+    array([1. , 0.5, 0. ])
+    """
     return np.minimum(x, y)
 
 
@@ -1418,7 +1572,9 @@ def _einsum_grad(g: Any, xs: tuple, inputs: list[str], result: str, k: int) -> A
 
 
 def _einsum_vjp(g, out, *xs, subscripts=""):
-    # ∂/∂x_k: the einsum of g with every other operand, giving x_k's subscripts
+    # ∂/∂x_k: the einsum of g with every other operand, giving x_k's subscripts; it
+    # reads the other operands, and of x_k only its shape
+    # (all operands' gradients are formed: a variadic op has one VJP for all)
     operands, result = subscripts.split("->")
     inputs = operands.split(",")
     return tuple(_einsum_grad(g, xs, inputs, result, k) for k in range(len(xs)))
@@ -1460,8 +1616,11 @@ def _dot_grad(g: Any, x: Any, y: Any, k: int) -> Any:
 
 @op("dot", numpy=(np.dot,))
 def dot(x, y):
-    """``np.dot``: inner product of vectors, matrix product, or a sum over x's last axis
-    and y's second-to-last. The gradients are einsums (for matrices ``g yᵀ`` and ``xᵀ g``).
+    """``np.dot``: inner product of vectors, matrix product, and NumPy's N-D rule.
+
+    N-D operands are contracted over x's last axis and y's second-to-last. The
+    gradients are einsums of ``g`` with the other operand (``g yᵀ`` and ``xᵀ g``
+    for matrices).
 
     >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
     >>> x.dot([3.0, 4.0]).backward(); x.grad
@@ -1470,7 +1629,7 @@ def dot(x, y):
     return np.dot(x, y)
 
 
-dot.defvjp(
+dot.defvjp(  # each reads the other operand, and of its own only the shape
     lambda g, out, x, y: _dot_grad(g, x, y, 0),  # contract g with y over y's other axes
     lambda g, out, x, y: _dot_grad(g, x, y, 1),  # contract x with g over x's other axes
 )
@@ -1478,7 +1637,7 @@ dot.defvjp(
 
 @op("outer", method=False, numpy=(np.outer,))
 def outer(x, y):
-    """Outer product of the flattened inputs, ``outᵢⱼ = xᵢ yⱼ``.
+    """Outer product of the flattened inputs, ``outᵢⱼ = xᵢ yⱼ``; ``∂/∂xᵢ = Σⱼ gᵢⱼ yⱼ``.
 
     >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
     >>> tape.outer(x, [3.0, 4.0, 5.0]).sum().backward(); x.grad
@@ -1488,6 +1647,7 @@ def outer(x, y):
 
 
 outer.defvjp(
+    # reads: y, and x.shape only (and the reverse for y)
     lambda g, out, x, y: np.reshape(g @ np.reshape(y, -1), np.shape(x)),  # Σⱼ gᵢⱼ yⱼ
     lambda g, out, x, y: np.reshape(np.reshape(x, -1) @ g, np.shape(y)),  # Σᵢ xᵢ gᵢⱼ
 )
