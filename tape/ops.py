@@ -440,7 +440,18 @@ def _clamp_bounds(bounds: tuple, min: Any, max: Any) -> tuple:
     )
 
 
-@op("clamp", method=False)
+def _clamp_hint(x: Any, *bounds: Any, **params: Any) -> str | None:
+    try:
+        np.broadcast_shapes(np.shape(x), *(np.shape(b) for b in bounds))
+    except ValueError:
+        return (
+            "the bounds broadcast against x as operands do: shapes aligned from the right, "
+            "each pair of sizes equal or 1; reshape a bound (e.g. lo[:, None])"
+        )
+    return None
+
+
+@op("clamp", method=False, hint=_clamp_hint)
 def _clamp(x, *bounds, min=None, max=None):
     """Clip ``x`` to ``[min, max]``; a bound is ``None``, a number, an array or a Tensor."""
     lo, hi = _clamp_bounds(bounds, min, max)
@@ -670,7 +681,15 @@ def swapaxes(x: Any, axis1: int, axis2: int) -> Tensor:
     return transpose(x, axes)
 
 
-@op("broadcast_to", method=False)
+def _broadcast_to_hint(x: Any, shape: Any = ()) -> str:
+    return (
+        f"broadcasting aligns {np.shape(x)} with {tuple(shape)} from the right and needs "
+        "each of x's sizes to be 1 or the target's; add axes of length 1 first "
+        "(x.expand_dims(...) or x.reshape(...))"
+    )
+
+
+@op("broadcast_to", method=False, hint=_broadcast_to_hint)
 def _broadcast_to(x, shape=()):
     """Read ``x`` as an array of a larger ``shape``, NumPy broadcasting rules."""
     return np.broadcast_to(x, shape)
@@ -1345,7 +1364,7 @@ def _norm_p(ndim: int, ord: Any, axis: Any) -> float:
         if ord is None or ord == "fro":
             return 2.0  # Frobenius: the 2-norm of the entries
         raise ValueError(
-            f"norm: the matrix norm ord={ord!r} has no gradient in tape; supported over "
+            f"the matrix norm ord={ord!r} has no gradient in tape; supported over "
             "two axes: ord=None or 'fro' (Frobenius). Write others with ops, e.g. ord=1 "
             "as x.abs().sum(axis=-2).max(axis=-1), ord=inf as x.abs().sum(axis=-1).max(axis=-1)"
         )
@@ -1354,7 +1373,7 @@ def _norm_p(ndim: int, ord: Any, axis: Any) -> float:
     if isinstance(ord, int | float) and not isinstance(ord, bool) and (ord >= 1 or ord == -np.inf):
         return float(ord)
     raise ValueError(
-        f"norm: the vector norm ord={ord!r} has no gradient in tape; supported: ord=None "
+        f"the vector norm ord={ord!r} has no gradient in tape; supported: ord=None "
         "or 2, 1, inf, -inf, or any p >= 1 (ord=0 counts nonzero entries and has no "
         "gradient; p < 1 has an infinite one at 0)"
     )
@@ -1397,7 +1416,16 @@ norm.defvjp(_norm_vjp)
 # ---- shapes ----------------------------------------------------------------------------------
 
 
-@op("squeeze", numpy=(np.squeeze,))
+def _squeeze_hint(x: Any, axis: Any = None) -> str:
+    ones = [i for i, n in enumerate(np.shape(x)) if n == 1]
+    return (
+        f"squeeze drops only axes of length 1; here that is axis {ones}"
+        if ones
+        else "squeeze drops only axes of length 1, and this tensor has none; use reshape"
+    )
+
+
+@op("squeeze", numpy=(np.squeeze,), hint=_squeeze_hint)
 def squeeze(x, axis=None):
     """Drop axes of length 1 (all of them when ``axis`` is ``None``); the gradient reshapes back.
 
@@ -1533,7 +1561,22 @@ def _einsum_parse(subscripts: str, n: int) -> tuple[list[str], str]:
     return operands, result
 
 
-@op("einsum", method=False)
+def _einsum_hint(*xs: Any, subscripts: str = "") -> str | None:
+    inputs = subscripts.split("->")[0].split(",")
+    lengths: dict[str, set] = {}
+    for sub, x in zip(inputs, xs):
+        if len(sub) != np.ndim(x):
+            return f"{sub!r} names {len(sub)} axes, but its operand has {np.ndim(x)}"
+        for c, n in zip(sub, np.shape(x)):
+            lengths.setdefault(c, set()).add(n)
+    clash = {c: sorted(n) for c, n in lengths.items() if len(n - {1}) > 1}
+    if clash:
+        letter, sizes = next(iter(clash.items()))
+        return f"letter {letter!r} names axes of lengths {sizes}; a letter is one length"
+    return None
+
+
+@op("einsum", method=False, hint=_einsum_hint)
 def _einsum(*xs, subscripts=""):
     """Einstein summation ``np.einsum(subscripts, *xs)`` in the explicit ``->`` form."""
     return np.einsum(subscripts, *xs, optimize=len(xs) > 2)
@@ -1614,7 +1657,18 @@ def _dot_grad(g: Any, x: Any, y: Any, k: int) -> Any:
     return _einsum_grad(g, (x, y), inputs, result, k)
 
 
-@op("dot", numpy=(np.dot,))
+def _dot_hint(x: Any, y: Any) -> str | None:
+    xs, ys = np.shape(x), np.shape(y)
+    if xs and ys and xs[-1] != ys[-2 if len(ys) > 1 else 0]:
+        which = "second-to-last" if len(ys) > 1 else "only"
+        return (
+            f"dot contracts x's last axis ({xs[-1]}) with y's {which} axis "
+            f"({ys[-2 if len(ys) > 1 else 0]}); transpose an operand (.T) or check the sizes"
+        )
+    return None
+
+
+@op("dot", numpy=(np.dot,), hint=_dot_hint)
 def dot(x, y):
     """``np.dot``: inner product of vectors, matrix product, and NumPy's N-D rule.
 

@@ -136,6 +136,32 @@ def test_einsum_shape_mismatch_names_the_op_and_shapes() -> None:
         tape.einsum("ij,jk->ik", _leaf(np.ones((2, 3))), _leaf(np.ones((2, 3))))
 
 
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda x: tape.einsum("ij,jk->ik", x, x),
+            r"einsum\(float64\[3, 4\], float64\[3, 4\].*letter 'j' names axes of lengths \[3, 4\]",
+        ),
+        (lambda x: tape.einsum("ijk,jk->ik", x, x), r"einsum.*'ijk' names 3 axes.*has 2"),
+        (
+            lambda x: tape.dot(x, x),
+            r"dot\(float64\[3, 4\], float64\[3, 4\]\).*last axis \(4\).*\.T",
+        ),
+        (lambda x: x.squeeze(0), r"squeeze\(float64\[3, 4\], axis=0\).*length 1.*reshape"),
+        (lambda x: x.broadcast_to((2, 3)), r"broadcast_to\(float64\[3, 4\].*expand_dims"),
+        (
+            lambda x: x.clamp(min=tape.tensor(np.ones(3))),
+            r"clamp\(float64\[3, 4\], float64\[3\].*lo\[:, None\]",
+        ),
+        (lambda x: x.var(axis=2), r"var\(float64\[3, 4\], axis=2"),
+    ],
+)
+def test_shape_errors_name_the_op_the_shapes_and_the_fix(call, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        call(_leaf(np.ones((3, 4))))
+
+
 # ---- dot and outer --------------------------------------------------------------------------
 
 
