@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import add_note, describe, where_recorded
-from .function import ALL_SHAPES, ALL_VALUES, OUT, Op, apply
+from .function import OUT, Op, apply
 from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, state
 from .tensor import Tensor, on_graph, wrap
 
@@ -187,15 +187,7 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
 
 def _lift(node: Node) -> tuple:
     """What a record saved, as Tensors on the graph: the VJP's own ops are then recorded."""
-    n = len(node.parents)
-    sources: list[Any] = []
-    for k in node.primitive.saves:
-        if k == ALL_VALUES:
-            sources.extend(range(1, n + 1))
-        elif k == ALL_SHAPES:
-            sources.extend([-1] * n)
-        else:
-            sources.append(k)
+    sources = node.primitive.sources(len(node.parents))
     lifted = []
     for k, value in zip(sources, node.saved):  # type: ignore[arg-type]
         if k == OUT:
@@ -250,10 +242,9 @@ def _released_error(node: Node) -> RuntimeError:
 
 def _check_unchanged(node: Node) -> None:
     """The VJP reads the values the op saw: refuse if one was changed in place since."""
-    sources = [k for k in node.primitive.saves if k != ALL_SHAPES and (k == ALL_VALUES or k >= 0)]
-    if ALL_VALUES in sources:
-        sources = list(range(1, len(node.parents) + 1))
-    for k, value in zip(sources, node.saved or ()):
+    for k, value in zip(node.primitive.sources(len(node.parents)), node.saved):
+        if k < 0:
+            continue  # a shape: nothing to change
         if changed_at(value) > node.index:
             if k == OUT:
                 what = "its output"

@@ -92,8 +92,16 @@ class Op:
     def defvjp_all(self, vjp: Callable[..., Any]) -> Op:
         """Register one VJP that returns the gradients of all inputs as a tuple."""
         self.saves = self._reads(vjp)
-        self.vjp_all, self.save = vjp, _saver(self.saves)
+        self.vjp_all, self.save = vjp, _saver(self.saves, len(self.inputs))
         return self
+
+    def sources(self, n: int) -> list:
+        """What a record of ``n`` inputs saved, in order.
+
+        ``OUT`` is the result, ``i + 1`` input ``i``, ``-(i + 1)`` its shape; a
+        variadic op reads as many as it was given.
+        """
+        return expand(self.saves, len(self.inputs), n)
 
     def _reads(self, vjp: Callable[..., Any]) -> tuple:
         """What a VJP reads, from its parameter names (after ``g``, before the op's params)."""
@@ -150,7 +158,20 @@ def _caller(vjp: Callable[..., Any], picks: tuple) -> Callable[[Any, tuple, dict
     return lambda g, saved, params: vjp(g, *[saved[k] for k in picks], **params)
 
 
-def _saver(saves: tuple) -> Callable[[Any, tuple], tuple]:
+def expand(saves: tuple, fixed: int, n: int) -> list:
+    """A read list with a variadic op's ``*``/``*shape`` spelled out for ``n`` inputs."""
+    sources: list[int] = []
+    for k in saves:
+        if k == ALL_VALUES:
+            sources.extend(range(fixed + 1, n + 1))
+        elif k == ALL_SHAPES:
+            sources.extend(range(-(fixed + 1), -(n + 1), -1))
+        else:
+            sources.append(k)
+    return sources
+
+
+def _saver(saves: tuple, fixed: int = 0) -> Callable[[Any, tuple], tuple]:
     """``save(out, arrays)`` for one read list: the common ones without a loop."""
     if not saves:
         return lambda out, arrays: ()
@@ -160,21 +181,16 @@ def _saver(saves: tuple) -> Callable[[Any, tuple], tuple]:
         return lambda out, arrays: (arrays[0],)
     if saves == (1, 2):
         return lambda out, arrays: arrays
-    if saves == (ALL_VALUES,):
+    if saves == (ALL_VALUES,) and not fixed:
         return lambda out, arrays: arrays
 
     def save(out: Any, arrays: tuple) -> tuple:
-        saved: list[Any] = []
-        for k in saves:
-            if k == ALL_VALUES:
-                saved.extend(arrays)
-            elif k == ALL_SHAPES:
-                saved.extend(np.shape(a) for a in arrays)
-            else:
-                saved.append(
-                    out if k == OUT else arrays[k - 1] if k > 0 else np.shape(arrays[-k - 1])
-                )
-        return tuple(saved)
+        return tuple(
+            [
+                out if k == OUT else arrays[k - 1] if k > 0 else np.shape(arrays[-k - 1])
+                for k in expand(saves, fixed, len(arrays))
+            ]
+        )
 
     return save
 

@@ -19,6 +19,10 @@ passes the gradient at its bounds, ``maximum``/``minimum`` split a tie in half,
 from __future__ import annotations
 
 import builtins
+import inspect
+import itertools
+import math
+import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,6 +112,8 @@ def _public_function(o: Op) -> Callable[..., Tensor]:
 
     public.__name__ = public.__qualname__ = o.name
     public.__doc__ = o.forward.__doc__
+    # help() and inspect show NumPy's parameters (axis, keepdims), not *args, **kwargs
+    public.__signature__ = inspect.signature(o.forward)  # type: ignore[attr-defined]
     return public
 
 
@@ -146,7 +152,12 @@ def _axis(axis: Any) -> Any:
 
 @op("add", dunders=("__add__",), reflected=("__radd__",), ufunc=np.add, hint=_broadcast_hint)
 def add(x, y):
-    """Elementwise ``x + y`` (broadcasting)."""
+    """Elementwise ``x + y`` (broadcasting); ``∂/∂x = ∂/∂y = 1``.
+
+    >>> b = tape.tensor([0.5, 0.5], requires_grad=True)
+    >>> (tape.ones((2, 2)) + b).sum().backward(); b.grad  # b fed two rows: summed back
+    array([2., 2.])
+    """
     return x + y
 
 
@@ -158,7 +169,12 @@ add.defvjp(
 
 @op("sub", dunders=("__sub__",), reflected=("__rsub__",), ufunc=np.subtract, hint=_broadcast_hint)
 def sub(x, y):
-    """Elementwise ``x - y`` (broadcasting)."""
+    """Elementwise ``x - y`` (broadcasting); ``∂/∂x = 1``, ``∂/∂y = −1``.
+
+    >>> x, y = tape.tensor([3.0], requires_grad=True), tape.tensor([1.0], requires_grad=True)
+    >>> (x - y).sum().backward(); x.grad, y.grad
+    (array([1.]), array([-1.]))
+    """
     return x - y
 
 
@@ -170,7 +186,12 @@ sub.defvjp(
 
 @op("mul", dunders=("__mul__",), reflected=("__rmul__",), ufunc=np.multiply, hint=_broadcast_hint)
 def mul(x, y):
-    """Elementwise ``x * y`` (broadcasting)."""
+    """Elementwise ``x * y`` (broadcasting); ``∂/∂x = y``, ``∂/∂y = x``.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> (x * x).sum().backward(); x.grad  # two uses of x: 3 + 3
+    array([6.])
+    """
     return x * y
 
 
@@ -188,7 +209,12 @@ mul.defvjp(
     hint=_broadcast_hint,
 )
 def div(x, y):
-    """Elementwise ``x / y`` (true division: integers give floats)."""
+    """Elementwise ``x / y`` (true division); ``∂/∂x = 1/y``, ``∂/∂y = −x/y²``.
+
+    >>> x, y = tape.tensor([3.0], requires_grad=True), tape.tensor([2.0], requires_grad=True)
+    >>> (x / y).sum().backward(); x.grad, y.grad
+    (array([0.5]), array([-0.75]))
+    """
     return x / y
 
 
@@ -200,7 +226,12 @@ div.defvjp(
 
 @op("neg", dunders=("__neg__",), ufunc=np.negative)
 def neg(x):
-    """Elementwise ``-x``."""
+    """Elementwise ``-x``; ``∂/∂x = −1``.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> (-x).sum().backward(); x.grad
+    array([-1.])
+    """
     return -x
 
 
@@ -221,7 +252,12 @@ def _pow_dy(g, out, x):
 
 @op("pow", dunders=("__pow__",), reflected=("__rpow__",), ufunc=np.power, hint=_broadcast_hint)
 def pow(x, y):
-    """Elementwise ``x ** y`` (broadcasting)."""
+    """Elementwise ``x ** y`` (broadcasting); ``∂/∂x = y·xʸ⁻¹``, ``∂/∂y = xʸ ln x``.
+
+    >>> x = tape.tensor([3.0], requires_grad=True)
+    >>> (x**2).sum().backward(); x.grad
+    array([6.])
+    """
     return x**y
 
 
@@ -266,7 +302,15 @@ def _matmul_dy(g, x, y):
     hint=_matmul_hint,
 )
 def matmul(x, y):
-    """Matrix product ``x @ y`` with NumPy's rules for 1-D and batched operands."""
+    """Matrix product ``x @ y`` (NumPy's rules for 1-D and batched operands).
+
+    ``dX = g Yᵀ`` and ``dY = Xᵀ g``: the Linear layer's ``dX = dZ Wᵀ``, ``dW = Xᵀ dZ``.
+
+    >>> x, w = tape.tensor([[1.0, 2.0]]), tape.tensor([[3.0], [4.0]], requires_grad=True)
+    >>> (x @ w).sum().backward(); w.grad
+    array([[1.],
+           [2.]])
+    """
     return x @ y
 
 
@@ -278,7 +322,12 @@ matmul.defvjp(_matmul_dx, _matmul_dy)
 
 @op("exp", ufunc=np.exp)
 def exp(x):
-    """Elementwise ``eˣ``."""
+    """Elementwise ``eˣ``; ``∂eˣ/∂x = eˣ``, the output itself.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.exp().sum().backward(); x.grad.round(4)
+    array([1.    , 2.7183])
+    """
     return np.exp(x)
 
 
@@ -287,7 +336,12 @@ exp.defvjp(lambda g, out: g * out)  # ∂eˣ/∂x = eˣ
 
 @op("log", ufunc=np.log)
 def log(x):
-    """Natural logarithm, elementwise (domain x > 0)."""
+    """Natural logarithm, elementwise; ``∂ ln x/∂x = 1/x`` (domain x > 0).
+
+    >>> x = tape.tensor([0.5, 2.0], requires_grad=True)
+    >>> x.log().sum().backward(); x.grad
+    array([2. , 0.5])
+    """
     return np.log(x)
 
 
@@ -296,7 +350,12 @@ log.defvjp(lambda g, x: g / x)  # ∂ln x/∂x = 1/x
 
 @op("sqrt", ufunc=np.sqrt)
 def sqrt(x):
-    """Elementwise square root (domain x ≥ 0; the gradient at 0 is inf)."""
+    """Elementwise square root; ``∂√x/∂x = 1/(2√x)`` (domain x ≥ 0, inf at 0).
+
+    >>> x = tape.tensor([1.0, 4.0], requires_grad=True)
+    >>> x.sqrt().sum().backward(); x.grad
+    array([0.5 , 0.25])
+    """
     return np.sqrt(x)
 
 
@@ -305,7 +364,12 @@ sqrt.defvjp(lambda g, out: g / (2 * out))  # ∂√x/∂x = 1/(2√x)
 
 @op("abs", dunders=("__abs__",), ufunc=np.absolute)
 def abs(x):
-    """Elementwise ``|x|``."""
+    """Elementwise ``|x|``; ``∂|x|/∂x = sign(x)``, and 0 at 0 (PyTorch).
+
+    >>> x = tape.tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    >>> x.abs().sum().backward(); x.grad
+    array([-1.,  0.,  1.])
+    """
     return np.abs(x)
 
 
@@ -314,7 +378,12 @@ abs.defvjp(lambda g, x: g * np.sign(x))  # ∂|x|/∂x = sign(x); sign(0) = 0
 
 @op("tanh", ufunc=np.tanh)
 def tanh(x):
-    """Elementwise hyperbolic tangent."""
+    """Elementwise hyperbolic tangent; ``∂ tanh/∂x = 1 − tanh²``, from the output.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.tanh().sum().backward(); x.grad.round(4)
+    array([1.  , 0.42])
+    """
     return np.tanh(x)
 
 
@@ -323,7 +392,14 @@ tanh.defvjp(lambda g, out: g * (1 - out * out))  # ∂tanh/∂x = 1 − tanh²
 
 @op("sigmoid")
 def sigmoid(x):
-    """Elementwise logistic ``1 / (1 + e⁻ˣ)``, stable for large ``|x|``."""
+    """Elementwise logistic ``σ(x) = 1 / (1 + e⁻ˣ)``, stable for large ``|x|``.
+
+    ``∂σ/∂x = σ(1 − σ)``, from the output.
+
+    >>> x = tape.tensor([0.0, 1000.0], requires_grad=True)
+    >>> x.sigmoid().sum().backward(); x.grad
+    array([0.25, 0.  ])
+    """
     e = np.exp(-np.abs(x))  # never exp of a large positive number
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
@@ -333,33 +409,98 @@ sigmoid.defvjp(lambda g, out: g * out * (1 - out))  # ∂σ/∂x = σ(1 − σ)
 
 @op("relu")
 def relu(x):
-    """Elementwise ``max(x, 0)``."""
+    """Elementwise ``max(x, 0)``; ``∂/∂x = 1`` where ``x > 0``, else 0 (``relu'(0) = 0``).
+
+    >>> x = tape.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    >>> x.relu().sum().backward(); x.grad
+    array([0., 0., 1.])
+    """
     return np.maximum(x, 0)
 
 
 relu.defvjp(lambda g, out: g * (out > 0))  # 1 where x > 0; relu'(0) = 0
 
 
-def _bound(value):
-    # a bound given as a Tensor is a constant (np.asarray: never dispatch back to clamp)
-    return np.asarray(value) if isinstance(value, Tensor) else value
+class _TensorBound:
+    """Stands for a clamp bound given as a Tensor: it travels as an input, after ``x``."""
+
+    def __repr__(self) -> str:
+        return "tensor"
 
 
-def _clamp_vjp(g, x, min=None, max=None):
-    min, max = _bound(min), _bound(max)
-    inside = np.ones_like(x, dtype=bool) if min is None else x >= min
-    if max is not None:
-        inside = inside & (x <= max)
-    return g * inside  # 1 inside [min, max], bounds included; 0 outside
+_TENSOR_BOUND = _TensorBound()
 
 
-@op("clamp", numpy=(np.clip,))
-def clamp(x, min=None, max=None):
-    """Clip ``x`` to ``[min, max]`` (either bound may be ``None``)."""
-    return np.clip(x, _bound(min), _bound(max))
+def _clamp_bounds(bounds: tuple, min: Any, max: Any) -> tuple:
+    """The ``(min, max)`` a clamp record used: Tensor bounds are its inputs after ``x``."""
+    rest = iter(bounds)
+    return (
+        next(rest) if min is _TENSOR_BOUND else min,
+        next(rest) if max is _TENSOR_BOUND else max,
+    )
 
 
-clamp.defvjp(_clamp_vjp)
+def _clamp_hint(x: Any, *bounds: Any, **params: Any) -> str | None:
+    try:
+        np.broadcast_shapes(np.shape(x), *(np.shape(b) for b in bounds))
+    except ValueError:
+        return (
+            "the bounds broadcast against x as operands do: shapes aligned from the right, "
+            "each pair of sizes equal or 1; reshape a bound (e.g. lo[:, None])"
+        )
+    return None
+
+
+@op("clamp", method=False, hint=_clamp_hint)
+def _clamp(x, *bounds, min=None, max=None):
+    """Clip ``x`` to ``[min, max]``; a bound is ``None``, a number, an array or a Tensor."""
+    lo, hi = _clamp_bounds(bounds, min, max)
+    if lo is None and hi is None:
+        return np.array(x, copy=True)  # NumPy < 2.1 refuses np.clip(x, None, None)
+    return np.clip(x, lo, hi)
+
+
+def _clamp_vjp(g, x, *bounds, min=None, max=None):
+    # Masks as PyTorch's clamp_backward and clamp_backward_min_max:
+    #   x:   g where min <= x <= max, bounds included (a tie at a bound goes to x)
+    #   min: g where x < min (and min < max when both are given)
+    #   max: g where x > max, and everywhere max < min (np.clip then gives max)
+    # So where min == max and x lies outside, no input gets the gradient.
+    lo, hi = _clamp_bounds(bounds, min, max)
+    inside = np.ones_like(x, dtype=bool) if lo is None else x >= lo
+    if hi is not None:
+        inside = inside & (x <= hi)
+    grads = [np.where(inside, g, 0)]
+    if isinstance(min, _TensorBound):
+        below = x < lo if hi is None else (x < lo) & (lo < hi)
+        grads.append(np.where(below, g, 0))
+    if isinstance(max, _TensorBound):
+        above = x > hi if lo is None else (x > hi) | (hi < lo)
+        grads.append(np.where(above, g, 0))
+    return tuple(grads)
+
+
+_clamp.defvjp_all(_clamp_vjp)
+
+
+def clamp(x: Any, min: Any = None, max: Any = None) -> Tensor:
+    """Clip ``x`` to ``[min, max]``; either bound may be ``None``, a number or a Tensor.
+
+    ``∂out/∂x = 1`` where ``min ≤ x ≤ max`` (bounds included), else 0. A bound
+    that is a Tensor requiring grad receives ``g`` where it is the active bound
+    (``x < min``; ``x > max``), as in PyTorch.
+
+    >>> x = tape.tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    >>> m = tape.tensor(0.0, requires_grad=True)  # a lower bound that learns
+    >>> x.clamp(min=m, max=1.0).sum().backward(); x.grad, m.grad
+    (array([0., 1., 0.]), array(1.))
+    """
+    bounds = tuple(b for b in (min, max) if isinstance(b, Tensor))
+    params = {
+        "min": _TENSOR_BOUND if isinstance(min, Tensor) else min,
+        "max": _TENSOR_BOUND if isinstance(max, Tensor) else max,
+    }
+    return apply(_clamp.op, (x, *bounds), params)
 
 
 # ---- reductions -----------------------------------------------------------------------
@@ -367,7 +508,13 @@ clamp.defvjp(_clamp_vjp)
 
 @op("sum", numpy=(np.sum,))
 def sum(x, axis=None, keepdims=False):
-    """Sum over ``axis`` (all axes when ``None``)."""
+    """Sum over ``axis`` (all axes when ``None``); every summand gets the whole ``g``.
+
+    >>> x = tape.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> (x.sum(axis=0) * [10.0, 100.0]).sum().backward(); x.grad
+    array([[ 10., 100.],
+           [ 10., 100.]])
+    """
     return np.sum(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -381,7 +528,12 @@ sum.defvjp(
 
 @op("mean", numpy=(np.mean,))
 def mean(x, axis=None, keepdims=False):
-    """Arithmetic mean over ``axis`` (all axes when ``None``)."""
+    """Arithmetic mean over ``axis`` (all axes when ``None``); each entry gets ``g/N``.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> x.mean().backward(); x.grad
+    array([0.25, 0.25, 0.25, 0.25])
+    """
     return np.mean(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -403,7 +555,12 @@ def _extremum_vjp(g, out, x, axis, keepdims):
 
 @op("max", numpy=(np.max, np.amax))
 def max(x, axis=None, keepdims=False):
-    """Largest entry over ``axis``."""
+    """Largest entry over ``axis``; ``g`` goes to the maximum, tied maxima share it evenly.
+
+    >>> x = tape.tensor([1.0, 3.0, 3.0], requires_grad=True)
+    >>> x.max().backward(); x.grad
+    array([0. , 0.5, 0.5])
+    """
     return np.max(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -412,7 +569,12 @@ max.defvjp(_extremum_vjp)
 
 @op("min", numpy=(np.min, np.amin))
 def min(x, axis=None, keepdims=False):
-    """Smallest entry over ``axis``."""
+    """Smallest entry over ``axis``; ``g`` goes to the minimum, tied minima share it evenly.
+
+    >>> x = tape.tensor([1.0, 3.0, 2.0], requires_grad=True)
+    >>> x.min().backward(); x.grad
+    array([1., 0., 0.])
+    """
     return np.min(x, axis=_axis(axis), keepdims=keepdims)
 
 
@@ -421,7 +583,12 @@ min.defvjp(_extremum_vjp)
 
 @op("softmax")
 def softmax(x, axis=-1):
-    """``exp(x) / sum(exp(x))`` along ``axis``, stable for large inputs."""
+    """``s = exp(x) / sum(exp(x))`` along ``axis``, stable; ``gᵀJ = s ⊙ (g − ⟨g, s⟩)``.
+
+    >>> x = tape.tensor([0.0, 0.0], requires_grad=True)
+    >>> (x.softmax() * [1.0, 0.0]).sum().backward(); x.grad
+    array([ 0.25, -0.25])
+    """
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
@@ -432,7 +599,12 @@ softmax.defvjp(lambda g, out, axis: out * (g - (g * out).sum(axis=axis, keepdims
 
 @op("log_softmax")
 def log_softmax(x, axis=-1):
-    """``x − log(sum(exp(x)))`` along ``axis``, stable for large inputs."""
+    """``x − log(sum(exp(x)))`` along ``axis``, stable; ``∂/∂x = g − softmax(x)·Σg``.
+
+    >>> x = tape.tensor([0.0, 0.0], requires_grad=True)
+    >>> x.log_softmax()[0].backward(); x.grad
+    array([ 0.5, -0.5])
+    """
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
@@ -463,7 +635,14 @@ _reshape.defvjp(lambda g, x_shape, shape: g.reshape(x_shape))  # the inverse res
 
 
 def reshape(x: Any, *shape: Any) -> Tensor:
-    """Same data, new shape: ``reshape(t, (4, 6))``, ``t.reshape(4, 6)``, ``t.reshape((4, 6))``."""
+    """Same data, new shape: ``reshape(t, (4, 6))``, ``t.reshape(4, 6)``, ``t.reshape((4, 6))``.
+
+    The gradient is ``g`` reshaped back to ``x.shape``.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> (x.reshape(2, 2) * [[1.0, 2.0], [3.0, 4.0]]).sum().backward(); x.grad
+    array([1., 2., 3., 4.])
+    """
     return apply(_reshape.op, (x,), {"shape": _shape_args(shape)})
 
 
@@ -479,7 +658,14 @@ _transpose.defvjp(
 
 
 def transpose(x: Any, *axes: Any) -> Tensor:
-    """Permute axes: ``t.transpose()``, ``t.transpose(1, 0, 2)`` or ``t.transpose((1, 0, 2))``."""
+    """Permute axes: ``t.transpose()``, ``t.transpose(1, 0, 2)`` or ``t.transpose((1, 0, 2))``.
+
+    The gradient is ``g`` permuted back (``argsort`` of the axes).
+
+    >>> x = tape.tensor([[1.0, 2.0]], requires_grad=True)
+    >>> (x.T * [[3.0], [4.0]]).sum().backward(); x.grad
+    array([[3., 4.]])
+    """
     axes = _shape_args(axes)
     if axes:  # non-negative, so the VJP's argsort inverts the permutation
         axes = normalize_axis_tuple(axes, np.ndim(x.data if isinstance(x, Tensor) else x))
@@ -495,13 +681,35 @@ def swapaxes(x: Any, axis1: int, axis2: int) -> Tensor:
     return transpose(x, axes)
 
 
-@op("broadcast_to", method=False, numpy=(np.broadcast_to,), public=False)
-def broadcast_to(x, shape=()):
+def _broadcast_to_hint(x: Any, shape: Any = ()) -> str:
+    return (
+        f"broadcasting aligns {np.shape(x)} with {tuple(shape)} from the right and needs "
+        "each of x's sizes to be 1 or the target's; add axes of length 1 first "
+        "(x.expand_dims(...) or x.reshape(...))"
+    )
+
+
+@op("broadcast_to", method=False, hint=_broadcast_to_hint)
+def _broadcast_to(x, shape=()):
     """Read ``x`` as an array of a larger ``shape``, NumPy broadcasting rules."""
     return np.broadcast_to(x, shape)
 
 
-broadcast_to.defvjp(lambda g, shape: g)  # the engine sums g back to x's shape
+_broadcast_to.defvjp(lambda g, shape: g)  # the engine sums g back to x's shape
+
+
+def broadcast_to(x: Any, shape: Any) -> Tensor:
+    """Read ``x`` as an array of ``shape`` (NumPy's broadcasting rules), without copying.
+
+    Each entry of ``x`` feeds every output it was repeated into, so its
+    gradient is the sum of theirs: ``g`` summed back to ``x.shape``.
+
+    >>> b = tape.tensor([1.0, 2.0], requires_grad=True)
+    >>> b.broadcast_to((3, 2)).sum().backward(); b.grad
+    array([3., 3.])
+    """
+    shape = tuple(shape) if isinstance(shape, Sequence | np.ndarray) else (shape,)
+    return apply(_broadcast_to.op, (x,), {"shape": shape})
 
 
 @op("astype", public=False)
@@ -559,7 +767,14 @@ _getitem.defvjp(lambda g, x_shape, key: index_add.op.call(g, key=key, shape=x_sh
 
 
 def getitem(x: Any, key: Any) -> Tensor:
-    """``x[key]``: basic slicing and integer-array indexing (repeats accumulate)."""
+    """``x[key]``: basic slicing and integer-array indexing; ``g`` lands where entries came from.
+
+    Repeated indices accumulate.
+
+    >>> x = tape.tensor([10.0, 20.0, 30.0], requires_grad=True)
+    >>> x[[0, 2, 0]].sum().backward(); x.grad
+    array([2., 0., 1.])
+    """
     return apply(_getitem.op, (x,), {"key": _unwrap_key(key)})
 
 
@@ -579,7 +794,12 @@ _concatenate.defvjp_all(_split_vjp)  # each input gets its slice of g
 
 
 def concatenate(ts: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join a sequence of tensors along an existing ``axis``."""
+    """Join a sequence of tensors along an existing ``axis``; each gets its slice of ``g``.
+
+    >>> a, b = tape.tensor([1.0], requires_grad=True), tape.tensor([2.0, 3.0], requires_grad=True)
+    >>> (tape.concatenate([a, b]) * [1.0, 2.0, 3.0]).sum().backward(); b.grad
+    array([2., 3.])
+    """
     if axis is None:
         raise ValueError(
             "concatenate: axis=None (flatten, then join) is not supported; "
@@ -603,7 +823,12 @@ _stack.defvjp_all(_unstack_vjp)  # each input gets its slice of g
 
 
 def stack(ts: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join a sequence of same-shape tensors along a new ``axis``."""
+    """Join same-shape tensors along a new ``axis``; each gets ``g`` at its position.
+
+    >>> a, b = tape.tensor([1.0, 2.0], requires_grad=True), tape.tensor([3.0, 4.0])
+    >>> (tape.stack([a, b]) * [[5.0, 6.0], [7.0, 8.0]]).sum().backward(); a.grad
+    array([5., 6.])
+    """
     return apply(_stack.op, tuple(ts), {"axis": axis})
 
 
@@ -620,7 +845,14 @@ _where.defvjp(
 
 
 def where(cond: Any, x: Any, y: Any) -> Tensor:
-    """``x`` where ``cond`` holds, else ``y``; ``cond`` carries no gradient."""
+    """``x`` where ``cond`` holds, else ``y``; each gets ``g`` where it was chosen.
+
+    ``cond`` carries no gradient.
+
+    >>> x = tape.tensor([-1.0, 2.0], requires_grad=True)
+    >>> tape.where(x > 0, x, 0.1 * x).sum().backward(); x.grad
+    array([0.1, 1. ])
+    """
     cond = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     return apply(_where.op, (x, y), {"cond": cond})
 
@@ -631,7 +863,12 @@ def _maximum_mask(x, y):
 
 @op("maximum", method=False, ufunc=np.maximum, hint=_broadcast_hint)
 def maximum(x, y):
-    """Elementwise larger of ``x`` and ``y``."""
+    """Elementwise larger of ``x`` and ``y``; ``g`` goes to the larger, a tie splits it in half.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> tape.maximum(x, 2.0).sum().backward(); x.grad
+    array([0. , 0.5, 1. ])
+    """
     return np.maximum(x, y)
 
 
@@ -643,7 +880,12 @@ maximum.defvjp(
 
 @op("minimum", method=False, ufunc=np.minimum, hint=_broadcast_hint)
 def minimum(x, y):
-    """Elementwise smaller of ``x`` and ``y``."""
+    """Elementwise smaller of ``x`` and ``y``; ``g`` goes to the smaller, a tie splits it in half.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> tape.minimum(x, 2.0).sum().backward(); x.grad
+    array([1. , 0.5, 0. ])
+    """
     return np.minimum(x, y)
 
 
@@ -656,6 +898,8 @@ minimum.defvjp(
 # ---- registration of the hand-written public forms ---------------------------------------
 
 Tensor.reshape = reshape  # type: ignore[attr-defined]
+Tensor.clamp = clamp  # type: ignore[attr-defined]
+Tensor.broadcast_to = broadcast_to  # type: ignore[attr-defined]
 Tensor.transpose = transpose  # type: ignore[attr-defined]
 Tensor.swapaxes = swapaxes  # type: ignore[attr-defined]
 Tensor.T = property(transpose)  # type: ignore[attr-defined]
@@ -673,36 +917,16 @@ def _astype(x: Tensor, dtype: Any) -> Tensor:
 Tensor.astype = _astype  # type: ignore[attr-defined]
 
 
-def _dot(x: Any, y: Any) -> Tensor:
-    if np.ndim(x) > 2 or np.ndim(y) > 2:
-        raise TypeError(
-            "np.dot of arrays with more than 2 axes sums over other axes than matmul; "
-            "use x @ y (tape.matmul), which broadcasts batch axes"
-        )
-    return matmul(x, y) if np.ndim(x) and np.ndim(y) else mul(x, y)
-
-
-def _expand_dims(x: Any, axis: Any) -> Tensor:
-    shape = np.expand_dims(np.empty(np.shape(x), dtype=bool), axis).shape
-    return reshape(x, shape)
-
-
-def _squeeze(x: Any, axis: Any = None) -> Tensor:
-    return reshape(x, np.squeeze(np.empty(np.shape(x), dtype=bool), axis).shape)
-
-
-UFUNC_OPS[np.square] = lambda x: pow(x, 2)
 FUNCTION_OPS.update(
     {
-        np.dot: _dot,
-        np.expand_dims: _expand_dims,
-        np.squeeze: _squeeze,
         np.reshape: reshape,
         np.transpose: lambda x, axes=None: transpose(x, axes) if axes is not None else transpose(x),
         np.swapaxes: swapaxes,
         np.concatenate: concatenate,
         np.stack: stack,
         np.where: where,
+        np.clip: clamp,
+        np.broadcast_to: broadcast_to,
     }
 )
 
@@ -749,3 +973,737 @@ NONDIFF_FUNCTIONS.update(
         np.array_repr, np.array_str, np.array2string, np.iscomplexobj, np.isrealobj,
     }
 )  # fmt: skip
+
+
+# ==== more elementary functions, reductions, shapes and linear algebra (issue 11) ==========
+#
+# Each VJP reads only what its formula needs: the output where the classic rule is
+# written with it (tan, expm1, exp2, reciprocal), and "reads: x.shape only" marks
+# formulas that use an input's shape but not its values.
+
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+
+
+# ---- trigonometric and hyperbolic ---------------------------------------------------------
+
+
+@op("sin", ufunc=np.sin)
+def sin(x):
+    """Elementwise sine; ``∂ sin x/∂x = cos x``.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.sin().sum().backward(); x.grad.round(4)
+    array([1.    , 0.5403])
+    """
+    return np.sin(x)
+
+
+sin.defvjp(lambda g, x: g * np.cos(x))  # ∂ sin x/∂x = cos x
+
+
+@op("cos", ufunc=np.cos)
+def cos(x):
+    """Elementwise cosine; ``∂ cos x/∂x = −sin x``.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.cos().sum().backward(); x.grad.round(4)
+    array([-0.    , -0.8415])
+    """
+    return np.cos(x)
+
+
+cos.defvjp(lambda g, x: -g * np.sin(x))  # ∂ cos x/∂x = −sin x
+
+
+@op("tan", ufunc=np.tan)
+def tan(x):
+    """Elementwise tangent; ``∂ tan x/∂x = 1 + tan² x`` (poles at π/2 + kπ).
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.tan().sum().backward(); x.grad.round(4)
+    array([1.    , 3.4255])
+    """
+    return np.tan(x)
+
+
+tan.defvjp(lambda g, out: g * (1 + out * out))  # ∂ tan x/∂x = 1 + tan² x = sec² x
+
+
+@op("arcsin", ufunc=np.arcsin)
+def arcsin(x):
+    """Elementwise inverse sine; ``∂/∂x = 1/√(1 − x²)`` (domain −1 ≤ x ≤ 1, inf at ±1).
+
+    >>> x = tape.tensor([0.0, 0.6], requires_grad=True)
+    >>> x.arcsin().sum().backward(); x.grad
+    array([1.  , 1.25])
+    """
+    return np.arcsin(x)
+
+
+arcsin.defvjp(lambda g, x: g / np.sqrt(1 - x * x))  # ∂ arcsin x/∂x = 1/√(1 − x²)
+
+
+@op("arccos", ufunc=np.arccos)
+def arccos(x):
+    """Elementwise inverse cosine; ``∂/∂x = −1/√(1 − x²)`` (domain −1 ≤ x ≤ 1).
+
+    >>> x = tape.tensor([0.0, 0.6], requires_grad=True)
+    >>> x.arccos().sum().backward(); x.grad
+    array([-1.  , -1.25])
+    """
+    return np.arccos(x)
+
+
+arccos.defvjp(lambda g, x: -g / np.sqrt(1 - x * x))  # ∂ arccos x/∂x = −1/√(1 − x²)
+
+
+@op("arctan", ufunc=np.arctan)
+def arctan(x):
+    """Elementwise inverse tangent; ``∂/∂x = 1/(1 + x²)``.
+
+    >>> x = tape.tensor([0.0, 2.0], requires_grad=True)
+    >>> x.arctan().sum().backward(); x.grad
+    array([1. , 0.2])
+    """
+    return np.arctan(x)
+
+
+arctan.defvjp(lambda g, x: g / (1 + x * x))  # ∂ arctan x/∂x = 1/(1 + x²)
+
+
+@op("sinh", ufunc=np.sinh)
+def sinh(x):
+    """Elementwise hyperbolic sine; ``∂ sinh x/∂x = cosh x``.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.sinh().sum().backward(); x.grad.round(4)
+    array([1.    , 1.5431])
+    """
+    return np.sinh(x)
+
+
+sinh.defvjp(lambda g, x: g * np.cosh(x))  # ∂ sinh x/∂x = cosh x
+
+
+@op("cosh", ufunc=np.cosh)
+def cosh(x):
+    """Elementwise hyperbolic cosine; ``∂ cosh x/∂x = sinh x``.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.cosh().sum().backward(); x.grad.round(4)
+    array([0.    , 1.1752])
+    """
+    return np.cosh(x)
+
+
+cosh.defvjp(lambda g, x: g * np.sinh(x))  # ∂ cosh x/∂x = sinh x
+
+
+# ---- logarithms, exponentials, powers -------------------------------------------------------
+
+
+@op("log1p", ufunc=np.log1p)
+def log1p(x):
+    """Elementwise ``ln(1 + x)``, accurate for tiny ``x``; ``∂/∂x = 1/(1 + x)`` (domain x > −1).
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.log1p().sum().backward(); x.grad
+    array([1. , 0.5])
+    """
+    return np.log1p(x)
+
+
+log1p.defvjp(lambda g, x: g / (1 + x))  # ∂ ln(1 + x)/∂x = 1/(1 + x)
+
+
+@op("expm1", ufunc=np.expm1)
+def expm1(x):
+    """Elementwise ``eˣ − 1``, accurate for tiny ``x``; ``∂/∂x = eˣ = out + 1``.
+
+    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
+    >>> x.expm1().sum().backward(); x.grad.round(4)
+    array([1.    , 2.7183])
+    """
+    return np.expm1(x)
+
+
+expm1.defvjp(lambda g, out: g * (out + 1))  # ∂(eˣ − 1)/∂x = eˣ = out + 1
+
+
+@op("log2", ufunc=np.log2)
+def log2(x):
+    """Elementwise base-2 logarithm; ``∂/∂x = 1/(x ln 2)`` (domain x > 0).
+
+    >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
+    >>> x.log2().sum().backward(); x.grad.round(4)
+    array([1.4427, 0.7213])
+    """
+    return np.log2(x)
+
+
+log2.defvjp(lambda g, x: g / (x * _LN2))  # ∂ log₂ x/∂x = 1/(x ln 2)
+
+
+@op("log10", ufunc=np.log10)
+def log10(x):
+    """Elementwise base-10 logarithm; ``∂/∂x = 1/(x ln 10)`` (domain x > 0).
+
+    >>> x = tape.tensor([1.0, 10.0], requires_grad=True)
+    >>> x.log10().sum().backward(); x.grad.round(4)
+    array([0.4343, 0.0434])
+    """
+    return np.log10(x)
+
+
+log10.defvjp(lambda g, x: g / (x * _LN10))  # ∂ log₁₀ x/∂x = 1/(x ln 10)
+
+
+@op("exp2", ufunc=np.exp2)
+def exp2(x):
+    """Elementwise ``2ˣ``; ``∂/∂x = 2ˣ ln 2 = out · ln 2``.
+
+    >>> x = tape.tensor([0.0, 3.0], requires_grad=True)
+    >>> x.exp2().sum().backward(); x.grad.round(4)
+    array([0.6931, 5.5452])
+    """
+    return np.exp2(x)
+
+
+exp2.defvjp(lambda g, out: g * out * _LN2)  # ∂ 2ˣ/∂x = 2ˣ ln 2
+
+
+@op("square", ufunc=np.square)
+def square(x):
+    """Elementwise ``x²``; ``∂/∂x = 2x``.
+
+    >>> x = tape.tensor([-1.0, 3.0], requires_grad=True)
+    >>> x.square().sum().backward(); x.grad
+    array([-2.,  6.])
+    """
+    return np.square(x)
+
+
+square.defvjp(lambda g, x: g * 2 * x)  # ∂x²/∂x = 2x
+
+
+@op("reciprocal", ufunc=np.reciprocal)
+def reciprocal(x):
+    """Elementwise ``1/x``; ``∂/∂x = −1/x² = −out²`` (x ≠ 0).
+
+    >>> x = tape.tensor([0.5, 2.0], requires_grad=True)
+    >>> x.reciprocal().sum().backward(); x.grad
+    array([-4.  , -0.25])
+    """
+    return np.reciprocal(x)
+
+
+reciprocal.defvjp(lambda g, out: -g * out * out)  # ∂(1/x)/∂x = −1/x² = −out²
+
+
+@op("sign", ufunc=np.sign)
+def sign(x):
+    """Elementwise sign, −1, 0 or 1; its gradient is 0 everywhere (at 0 too, as PyTorch).
+
+    >>> x = tape.tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    >>> x.sign().sum().backward(); x.grad
+    array([0., 0., 0.])
+    """
+    return np.sign(x)
+
+
+# reads: nothing of x. Piecewise constant: ∂ sign x/∂x = 0, and 0 at the jump, as PyTorch
+sign.defvjp(lambda g: np.zeros_like(g))
+
+
+# ---- reductions ----------------------------------------------------------------------------
+
+
+@op("prod", numpy=(np.prod,))
+def prod(x, axis=None, keepdims=False):
+    """Product over ``axis`` (all axes when ``None``); ``∂/∂xᵢ = Π_{j≠i} xⱼ``.
+
+    Zeros are handled as in PyTorch: with one zero in a product only that
+    entry has a gradient (the product of the others), with two or more none.
+
+    >>> x = tape.tensor([2.0, 3.0, 4.0], requires_grad=True)
+    >>> x.prod().backward(); x.grad
+    array([12.,  8.,  6.])
+    """
+    return np.prod(x, axis=_axis(axis), keepdims=keepdims)
+
+
+def _prod_vjp(g, out, x, axis, keepdims):
+    axis = _axis(axis)
+    g, out = _expand(g, x.shape, axis, keepdims), _expand(out, x.shape, axis, keepdims)
+    zero = np.asarray(x) == 0  # read off the values; masks are never on the tape
+    if not zero.any():
+        return g * out / x  # ∂/∂xᵢ Πx = Πx / xᵢ
+    # With zeros, Π_{j≠i} xⱼ without dividing by 0. `rest` is the product of the nonzero
+    # entries; `s` the sum of the zero entries: 0, but on the tape with slope 1, so the
+    # result is right to second order: with one zero, at i ≠ zero Π_{j≠i} = rest/xᵢ·x_zero,
+    # at the zero it is rest; with two, at each zero rest·(the other zero); with more, 0.
+    count = zero.sum(axis=axis, keepdims=True)
+    safe = np.where(zero, 1, x)
+    rest = prod.op.call(safe, axis=axis, keepdims=True)
+    s = np.where(zero, x, 0).sum(axis=axis, keepdims=True)
+    at_nonzero = rest / safe * np.where(count == 0, 1, np.where(count == 1, s, 0))
+    at_zero = np.where(count == 1, rest, np.where(count == 2, rest * (s - x), 0))
+    return g * np.where(zero, at_zero, at_nonzero)
+
+
+prod.defvjp(_prod_vjp)
+
+
+def _count(x: Any, out: Any) -> int:
+    """How many entries of ``x`` each entry of a reduction's ``out`` summarises."""
+    return x.size // builtins.max(out.size, 1)
+
+
+@op("var", numpy=(np.var,))
+def var(x, axis=None, ddof=0, keepdims=False):
+    """Variance over ``axis``, ``Σ(xᵢ − x̄)²/(N − ddof)``; ``∂/∂xᵢ = 2(xᵢ − x̄)/(N − ddof)``.
+
+    ``ddof=1`` gives the unbiased estimate (PyTorch's default, NumPy's is 0).
+
+    >>> x = tape.tensor([0.0, 3.0], requires_grad=True)
+    >>> x.var().backward(); x.grad
+    array([-1.5,  1.5])
+    """
+    return np.var(x, axis=_axis(axis), ddof=ddof, keepdims=keepdims)
+
+
+def _var_vjp(g, out, x, axis, ddof, keepdims):
+    axis = _axis(axis)
+    centred = x - x.mean(axis=axis, keepdims=True)
+    # ∂var/∂xᵢ = 2(xᵢ − x̄)/(N − ddof): the terms through x̄ sum to zero
+    return _expand(g, x.shape, axis, keepdims) * 2 * centred / (_count(x, out) - ddof)
+
+
+var.defvjp(_var_vjp)
+
+
+@op("std", numpy=(np.std,))
+def std(x, axis=None, ddof=0, keepdims=False):
+    """Standard deviation over ``axis``, ``√var``; ``∂/∂xᵢ = (xᵢ − x̄)/((N − ddof)·std)``.
+
+    Where the deviation is 0 (all entries equal) the gradient is 0, as in PyTorch.
+
+    >>> x = tape.tensor([1.0, 3.0], requires_grad=True)
+    >>> x.std().backward(); x.grad
+    array([-0.5,  0.5])
+    """
+    return np.std(x, axis=_axis(axis), ddof=ddof, keepdims=keepdims)
+
+
+def _std_vjp(g, out, x, axis, ddof, keepdims):
+    axis = _axis(axis)
+    g, out = _expand(g, x.shape, axis, keepdims), _expand(out, x.shape, axis, keepdims)
+    centred = x - x.mean(axis=axis, keepdims=True)
+    scale = (_count(x, out) - ddof) * np.where(out == 0, 1, out)
+    # ∂std/∂xᵢ = (xᵢ − x̄)/((N − ddof)·std); 0 where std = 0 (PyTorch masks it the same way)
+    return g * np.where(out == 0, 0, centred / scale)
+
+
+std.defvjp(_std_vjp)
+
+
+@op("logsumexp")
+def logsumexp(x, axis=None, keepdims=False):
+    """``log Σ eˣ`` over ``axis``, stable for large ``|x|``; ``∂/∂xᵢ = softmax(x)ᵢ``.
+
+    >>> x = tape.tensor([1000.0, 1000.0], requires_grad=True)
+    >>> x.logsumexp().backward(); x.grad
+    array([0.5, 0.5])
+    """
+    axis = _axis(axis)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)  # all −inf (or an inf): shift by nothing
+    with np.errstate(divide="ignore"):  # log 0 = −inf is the right answer for all −inf
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+logsumexp.defvjp(  # ∂/∂xᵢ log Σ eˣ = e^(xᵢ − out): the softmax
+    lambda g, out, x, axis, keepdims: (
+        _expand(g, x.shape, _axis(axis), keepdims)
+        * np.exp(x - _expand(out, x.shape, _axis(axis), keepdims))
+    )
+)
+
+
+@op("cumsum", numpy=(np.cumsum,))
+def cumsum(x, axis=None):
+    """Running sum along ``axis`` (of the flattened ``x`` when ``None``).
+
+    ``outⱼ = Σ_{i≤j} xᵢ``, so ``xᵢ`` feeds every ``outⱼ`` with ``j ≥ i``: its
+    gradient is the running sum of ``g`` taken from the end.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> x.cumsum().sum().backward(); x.grad
+    array([3., 2., 1.])
+    """
+    return np.cumsum(x, axis=axis)
+
+
+def _cumsum_vjp(g, x_shape, axis):
+    # ∂/∂xᵢ = Σ_{j≥i} gⱼ: a cumulative sum from the end
+    if axis is None:
+        return np.flip(np.cumsum(np.flip(g))).reshape(x_shape)
+    return np.flip(np.cumsum(np.flip(g, axis), axis), axis)
+
+
+cumsum.defvjp(_cumsum_vjp)
+
+
+def _norm_p(ndim: int, ord: Any, axis: Any) -> float:
+    """The vector p-norm that ``norm(x, ord, axis)`` computes; refuses what has no clean VJP."""
+    matrix = (
+        isinstance(axis, tuple | list) and len(axis) == 2
+    ) or (axis is None and ord is not None and ndim == 2)  # fmt: skip
+    if matrix:
+        if ord is None or ord == "fro":
+            return 2.0  # Frobenius: the 2-norm of the entries
+        raise ValueError(
+            f"the matrix norm ord={ord!r} has no gradient in tape; supported over "
+            "two axes: ord=None or 'fro' (Frobenius). Write others with ops, e.g. ord=1 "
+            "as x.abs().sum(axis=-2).max(axis=-1), ord=inf as x.abs().sum(axis=-1).max(axis=-1)"
+        )
+    if ord is None:
+        return 2.0
+    if isinstance(ord, int | float) and not isinstance(ord, bool) and (ord >= 1 or ord == -np.inf):
+        return float(ord)
+    raise ValueError(
+        f"the vector norm ord={ord!r} has no gradient in tape; supported: ord=None "
+        "or 2, 1, inf, -inf, or any p >= 1 (ord=0 counts nonzero entries and has no "
+        "gradient; p < 1 has an infinite one at 0)"
+    )
+
+
+@op("norm", numpy=(np.linalg.norm,))
+def norm(x, ord=None, axis=None, keepdims=False):
+    """Vector or matrix norm as ``np.linalg.norm``: the 2-norm (Frobenius) by default.
+
+    ``∂‖x‖₂/∂x = x/‖x‖₂`` (0 at ``x = 0``, as PyTorch); ``ord=1``: ``sign(x)``;
+    ``ord=±inf``: ``sign(x)`` at the entries of largest (smallest) ``|x|``,
+    ties sharing evenly; ``ord=p``: ``sign(x)|x|ᵖ⁻¹/‖x‖ᵖ⁻¹``. Matrix norms other
+    than Frobenius are refused with the ops that write them.
+
+    >>> x = tape.tensor([3.0, 4.0], requires_grad=True)
+    >>> x.norm().backward(); x.grad
+    array([0.6, 0.8])
+    """
+    _norm_p(np.ndim(x), ord, axis)
+    return np.linalg.norm(x, ord=ord, axis=_axis(axis), keepdims=keepdims)
+
+
+def _norm_vjp(g, out, x, ord, axis, keepdims):
+    p, axis = _norm_p(x.ndim, ord, axis), _axis(axis)
+    g, out = _expand(g, x.shape, axis, keepdims), _expand(out, x.shape, axis, keepdims)
+    if p == 2:
+        return g * x / np.where(out == 0, 1, out)  # x/‖x‖; where ‖x‖ = 0, x = 0: gives 0
+    if p == 1:
+        return g * np.sign(x)  # sign(0) = 0
+    if p in (np.inf, -np.inf):
+        hit = np.abs(x) == out  # the entries at the max (min) |x|: ties share evenly
+        return g * np.sign(x) * hit / hit.sum(axis=axis, keepdims=True)
+    # sign(x)|x|ᵖ⁻¹/‖x‖ᵖ⁻¹, 0 where ‖x‖ = 0
+    return g * np.sign(x) * np.abs(x) ** (p - 1) / np.where(out == 0, 1, out) ** (p - 1)
+
+
+norm.defvjp(_norm_vjp)
+
+
+# ---- shapes ----------------------------------------------------------------------------------
+
+
+def _squeeze_hint(x: Any, axis: Any = None) -> str:
+    ones = [i for i, n in enumerate(np.shape(x)) if n == 1]
+    return (
+        f"squeeze drops only axes of length 1; here that is axis {ones}"
+        if ones
+        else "squeeze drops only axes of length 1, and this tensor has none; use reshape"
+    )
+
+
+@op("squeeze", numpy=(np.squeeze,), hint=_squeeze_hint)
+def squeeze(x, axis=None):
+    """Drop axes of length 1 (all of them when ``axis`` is ``None``); the gradient reshapes back.
+
+    >>> x = tape.tensor([[1.0], [2.0]], requires_grad=True)
+    >>> (x.squeeze() * [3.0, 4.0]).sum().backward(); x.grad
+    array([[3.],
+           [4.]])
+    """
+    return np.squeeze(x, axis=_axis(axis))
+
+
+squeeze.defvjp(lambda g, x_shape, axis: g.reshape(x_shape))
+
+
+@op("expand_dims", method=False)
+def _expand_dims(x, axis=0):
+    """Insert axes of length 1 at ``axis`` (an int or a tuple)."""
+    return np.expand_dims(x, _axis(axis))
+
+
+_expand_dims.defvjp(lambda g, x_shape, axis: g.reshape(x_shape))
+
+
+def expand_dims(x: Any, axis: Any) -> Tensor:
+    """Insert axes of length 1 at ``axis``, as ``np.expand_dims``; the gradient reshapes back.
+
+    >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
+    >>> (x.expand_dims(1) * [[3.0], [4.0]]).sum().backward(); x.grad
+    array([3., 4.])
+    """
+    return apply(_expand_dims.op, (x,), {"axis": axis})
+
+
+@op("flip", numpy=(np.flip,))
+def flip(x, axis=None):
+    """Reverse the order of entries along ``axis`` (all axes when ``None``).
+
+    Flipping is its own inverse, so the gradient is ``g`` flipped back.
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> (x.flip() * [1.0, 10.0, 100.0]).sum().backward(); x.grad
+    array([100.,  10.,   1.])
+    """
+    return np.flip(x, axis=_axis(axis))
+
+
+flip.defvjp(lambda g, axis: flip.op.call(g, axis=axis))
+
+
+@op("split", method=False)
+def _split(x, axis=0, start=0, stop=None):
+    """One piece of ``split``: ``x[start:stop]`` along ``axis``."""
+    return x[(slice(None),) * axis + (slice(start, stop),)]
+
+
+_split.defvjp(  # the piece's gradient lands where it was cut from
+    lambda g, x_shape, axis, start, stop: index_add.op.call(
+        g, key=(slice(None),) * axis + (slice(start, stop),), shape=x_shape
+    )
+)
+
+
+def split(x: Any, indices_or_sections: Any, axis: int = 0) -> list[Tensor]:
+    """Cut ``x`` along ``axis`` as ``np.split``: into equal pieces, or at the given indices.
+
+    Returns a list with one tape record per piece; each piece's gradient lands
+    in its own slice of ``x``'s gradient (pieces nothing used contribute zeros).
+
+    >>> x = tape.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> a, b = tape.split(x, 2); (a * 10 + b).sum().backward(); x.grad
+    array([10., 10.,  1.,  1.])
+    """
+    shape = np.shape(x.data if isinstance(x, Tensor) else x)
+    try:
+        axis = normalize_axis_tuple(axis, len(shape))[0]
+    except ValueError as e:
+        raise ValueError(
+            f"split({describe(x)}, axis={axis}): {e}; pick an axis of the tensor"
+        ) from e
+    n = shape[axis]
+    if isinstance(indices_or_sections, int | np.integer):
+        sections = int(indices_or_sections)
+        if sections <= 0 or n % sections:
+            raise ValueError(
+                f"split({describe(x)}, {sections}, axis={axis}): an axis of length {n} does "
+                f"not split into {sections} equal pieces; give a number of pieces that "
+                f"divides {n}, or the indices to cut at, e.g. [{n // 2}]"
+            )
+        edges = [i * (n // sections) for i in range(sections + 1)]
+    else:
+        edges = [0, *(int(i) for i in indices_or_sections), n]
+    return [
+        apply(_split.op, (x,), {"axis": axis, "start": start, "stop": stop})
+        for start, stop in itertools.pairwise(edges)
+    ]
+
+
+# ---- linear algebra ---------------------------------------------------------------------------
+
+
+def _einsum_parse(subscripts: str, n: int) -> tuple[list[str], str]:
+    """``'ij,jk'`` → ``(['ij', 'jk'], 'ik')``: the operands' and the output's subscripts.
+
+    The implicit form's output is NumPy's: the letters used once, in alphabetical order.
+    """
+    if not isinstance(subscripts, str):
+        raise TypeError(
+            f"einsum: the first argument is the subscripts string, got "
+            f"{type(subscripts).__name__}; call tape.einsum('ij,jk->ik', a, b)"
+        )
+    text = subscripts.replace(" ", "")
+    if "." in text:
+        raise ValueError(
+            f"einsum({subscripts!r}): ellipsis ('...') is not supported; name every axis "
+            "with a letter, e.g. 'bij,bjk->bik'"
+        )
+    inputs, arrow, result = text.partition("->")
+    operands = inputs.split(",")
+    letters = inputs.replace(",", "")
+    if not arrow:
+        result = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    bad = sorted({c for c in letters + result if c not in string.ascii_letters})
+    if bad or "->" in result:
+        raise ValueError(
+            f"einsum({subscripts!r}): subscripts are letters, one group per operand "
+            f"separated by ',', and one optional '->'; {bad or ['->']} do not fit"
+        )
+    if len(operands) != n:
+        raise ValueError(
+            f"einsum({subscripts!r}): the subscripts name {len(operands)} operand(s) but "
+            f"{n} were given; give one group of letters per operand"
+        )
+    return operands, result
+
+
+def _einsum_hint(*xs: Any, subscripts: str = "") -> str | None:
+    inputs = subscripts.split("->")[0].split(",")
+    lengths: dict[str, set] = {}
+    for sub, x in zip(inputs, xs):
+        if len(sub) != np.ndim(x):
+            return f"{sub!r} names {len(sub)} axes, but its operand has {np.ndim(x)}"
+        for c, n in zip(sub, np.shape(x)):
+            lengths.setdefault(c, set()).add(n)
+    clash = {c: sorted(n) for c, n in lengths.items() if len(n - {1}) > 1}
+    if clash:
+        letter, sizes = next(iter(clash.items()))
+        return f"letter {letter!r} names axes of lengths {sizes}; a letter is one length"
+    return None
+
+
+@op("einsum", method=False, hint=_einsum_hint)
+def _einsum(*xs, subscripts=""):
+    """Einstein summation ``np.einsum(subscripts, *xs)`` in the explicit ``->`` form."""
+    return np.einsum(subscripts, *xs, optimize=len(xs) > 2)
+
+
+def _einsum_grad(g: Any, xs: tuple, inputs: list[str], result: str, k: int) -> Any:
+    """The gradient of operand ``k``: an einsum of ``g`` with the other operands.
+
+    A letter repeated in operand ``k`` (a trace ``ii``) gets a fresh letter and an
+    identity matrix linking the two, so the gradient lands on the diagonal; a letter
+    summed inside operand ``k`` alone gets ``g`` broadcast along it.
+    """
+    sizes: dict[str, int] = {}
+    for sub, x in zip(inputs, xs):
+        for c, n in zip(sub, np.shape(x)):
+            sizes[c] = builtins.max(sizes.get(c, 1), n)
+    used = set("".join(inputs) + result)
+    fresh = (c for c in string.ascii_letters if c not in used)
+    target, eyes = [], []
+    for c in inputs[k]:
+        if c in target:
+            target.append(next(fresh))
+            eyes.append(c + target[-1])
+        else:
+            target.append(c)
+    others = [(s, x) for j, (s, x) in enumerate(zip(inputs, xs)) if j != k]
+    reached = set(result + "".join(s for s, _ in others) + "".join(eyes))
+    kept = "".join(c for c in target if c in reached)
+    subscripts = ",".join([result, *(s for s, _ in others), *eyes]) + "->" + kept
+    eye = [np.eye(sizes[e[0]], dtype=g.dtype) for e in eyes]
+    grad = _einsum.op.call(g, *(x for _, x in others), *eye, subscripts=subscripts)
+    if len(kept) < len(target):  # summed in operand k alone: each entry gets the same g
+        grad = grad.reshape(tuple(sizes[c] if c in reached else 1 for c in target))
+        grad = np.broadcast_to(grad, tuple(sizes[c] for c in target))
+    return grad
+
+
+def _einsum_vjp(g, *xs, subscripts=""):
+    # ∂/∂x_k: the einsum of g with every other operand, giving x_k's subscripts; it
+    # reads the other operands, and of x_k only its shape
+    # (all operands' gradients are formed: a variadic op has one VJP for all)
+    operands, result = subscripts.split("->")
+    inputs = operands.split(",")
+    return tuple(_einsum_grad(g, xs, inputs, result, k) for k in range(len(xs)))
+
+
+_einsum.defvjp_all(_einsum_vjp)
+
+
+def einsum(subscripts: str, *operands: Any) -> Tensor:
+    """Einstein summation as ``np.einsum``: ``'ij,jk->ik'`` or the implicit ``'ij,jk'``.
+
+    Letters name axes; letters missing from the output are summed. The
+    gradient of each operand is again an einsum: ``g`` with the other
+    operands, giving that operand's letters (``ij,jk->ik``: ``dA = g Bᵀ``).
+    No ellipsis: name every axis.
+
+    >>> a, b = tape.tensor([[1.0, 2.0]], requires_grad=True), tape.tensor([[3.0], [4.0]])
+    >>> tape.einsum("ij,jk->ik", a, b).sum().backward(); a.grad
+    array([[3., 4.]])
+    """
+    inputs, result = _einsum_parse(subscripts, len(operands))
+    return apply(_einsum.op, operands, {"subscripts": ",".join(inputs) + "->" + result})
+
+
+def _dot_subscripts(xdim: int, ydim: int) -> tuple[list[str], str]:
+    """``np.dot``'s contraction as einsum subscripts: x's last axis with y's second-to-last."""
+    x = string.ascii_lowercase[: xdim - 1] + "Z"
+    y = "Z" if ydim == 1 else string.ascii_uppercase[: ydim - 2] + "ZY"
+    return [x, y], x[:-1] + y.replace("Z", "")
+
+
+def _dot_grad(g: Any, x: Any, y: Any, k: int) -> Any:
+    xdim, ydim = np.ndim(x), np.ndim(y)
+    if xdim == 0 or ydim == 0:  # np.dot with a scalar is a product
+        return g * (y if k == 0 else x)
+    inputs, result = _dot_subscripts(xdim, ydim)
+    return _einsum_grad(g, (x, y), inputs, result, k)
+
+
+def _dot_hint(x: Any, y: Any) -> str | None:
+    xs, ys = np.shape(x), np.shape(y)
+    if xs and ys and xs[-1] != ys[-2 if len(ys) > 1 else 0]:
+        which = "second-to-last" if len(ys) > 1 else "only"
+        return (
+            f"dot contracts x's last axis ({xs[-1]}) with y's {which} axis "
+            f"({ys[-2 if len(ys) > 1 else 0]}); transpose an operand (.T) or check the sizes"
+        )
+    return None
+
+
+@op("dot", numpy=(np.dot,), hint=_dot_hint)
+def dot(x, y):
+    """``np.dot``: inner product of vectors, matrix product, and NumPy's N-D rule.
+
+    N-D operands are contracted over x's last axis and y's second-to-last. The
+    gradients are einsums of ``g`` with the other operand (``g yᵀ`` and ``xᵀ g``
+    for matrices).
+
+    >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
+    >>> x.dot([3.0, 4.0]).backward(); x.grad
+    array([3., 4.])
+    """
+    return np.dot(x, y)
+
+
+dot.defvjp(
+    lambda g, x, y: _dot_grad(g, x, y, 0),  # contract g with y over y's other axes
+    lambda g, x, y: _dot_grad(g, x, y, 1),  # contract x with g over x's other axes
+)
+
+
+@op("outer", method=False, numpy=(np.outer,))
+def outer(x, y):
+    """Outer product of the flattened inputs, ``outᵢⱼ = xᵢ yⱼ``; ``∂/∂xᵢ = Σⱼ gᵢⱼ yⱼ``.
+
+    >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
+    >>> tape.outer(x, [3.0, 4.0, 5.0]).sum().backward(); x.grad
+    array([12., 12.])
+    """
+    return np.outer(x, y)
+
+
+outer.defvjp(
+    lambda g, x_shape, y: np.reshape(g @ np.reshape(y, -1), x_shape),  # Σⱼ gᵢⱼ yⱼ
+    lambda g, x, y_shape: np.reshape(np.reshape(x, -1) @ g, y_shape),  # Σᵢ xᵢ gᵢⱼ
+)
+
+Tensor.expand_dims = expand_dims  # type: ignore[attr-defined]
+FUNCTION_OPS.update({np.expand_dims: expand_dims, np.split: split, np.einsum: einsum})

@@ -192,10 +192,10 @@ def test_np_concatenate_mixing_arrays_and_tensors():
 
 
 UNSUPPORTED = [
-    ("np.cumsum", lambda t: np.cumsum(t)),
-    ("np.sin", lambda t: np.sin(t)),
+    ("np.cumprod", lambda t: np.cumprod(t)),
+    ("np.arcsinh", lambda t: np.arcsinh(t)),
     ("np.sort", lambda t: np.sort(t)),
-    ("np.prod", lambda t: np.prod(t)),
+    ("np.median", lambda t: np.median(t)),
     ("np.add.reduce", lambda t: np.add.reduce(t)),
     ("np.exp with out=", lambda t: np.exp(t, out=np.empty(3))),
 ]
@@ -224,18 +224,18 @@ def test_unsupported_numpy_on_a_plain_tensor_just_computes(label, call):
 def test_unsupported_numpy_under_no_grad_just_computes():
     x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
     with tape.no_grad():
-        np.testing.assert_array_equal(np.asarray(np.cumsum(x)), [0.5, -0.5, 1.5])
+        np.testing.assert_array_equal(np.asarray(np.cumprod(x)), [0.5, -0.5, -1.0])
 
 
 def test_detach_is_the_way_around():
     x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
-    np.testing.assert_array_equal(np.asarray(np.cumsum(x.detach())), [0.5, -0.5, 1.5])
+    np.testing.assert_array_equal(np.asarray(np.cumprod(x.detach())), [0.5, -0.5, -1.0])
 
 
 def test_functions_without_a_gradient_are_allowed_on_requires_grad_tensors(fresh_tape):
     x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
     assert int(np.asarray(np.argmax(x))) == 2
-    np.testing.assert_array_equal(np.asarray(np.sign(x)), [1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(np.floor(x)), [0.0, -1.0, 2.0])
     assert np.asarray(np.isfinite(x)).all()
     assert np.shape(x) == (3,)
     assert len(fresh_tape) == 0

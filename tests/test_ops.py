@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from op_specs import BY_NAME, SPECS
+from op_specs import BY_NAME, SPECS, TORCH
 
 import tape
 from tape.ops import OPS
@@ -65,7 +65,7 @@ def test_every_op_is_exported_and_in_the_api_reference() -> None:
 
 @pytest.mark.parametrize(("spec", "kw"), CASES)
 def test_forward_matches_numpy(spec, kw) -> None:
-    arrays = spec.sample(_rng(spec.name, kw))
+    arrays = spec.sample(_rng(spec.name, kw), kw=kw)
     out = spec.call(*[tape.tensor(a) for a in arrays], **kw)
     expected = spec.ref(*arrays, **kw)
     assert out.shape == np.shape(expected)
@@ -74,7 +74,7 @@ def test_forward_matches_numpy(spec, kw) -> None:
 
 @pytest.mark.parametrize(("spec", "kw"), CASES)
 def test_one_record_named_after_the_op(spec, kw) -> None:
-    xs = _leaves(spec.sample(_rng(spec.name, kw)))
+    xs = _leaves(spec.sample(_rng(spec.name, kw), kw=kw))
     out = spec.call(*xs, **kw)
     assert out.node.op == spec.name
     # the record's inputs are the leaves themselves: no hidden intermediate records
@@ -84,7 +84,7 @@ def test_one_record_named_after_the_op(spec, kw) -> None:
 
 @pytest.mark.parametrize(("spec", "kw"), CASES)
 def test_gradient_matches_finite_differences(spec, kw) -> None:
-    xs = _leaves(spec.sample(_rng(spec.name, kw)))
+    xs = _leaves(spec.sample(_rng(spec.name, kw), kw=kw))
     assert tape.gradcheck(lambda *t: spec.call(*t, **kw), xs)
 
 
@@ -92,7 +92,7 @@ def test_gradient_matches_finite_differences(spec, kw) -> None:
 def test_second_derivative_matches_finite_differences(spec, kw) -> None:
     """Differentiate the gradient: every VJP must itself be differentiable."""
     rng = _rng("order2", spec.name, kw)
-    xs = _leaves(spec.sample(rng))
+    xs = _leaves(spec.sample(rng, kw=kw))
     v = rng.standard_normal(np.shape(spec.ref(*[x.data for x in xs], **kw)))
     weights = [rng.standard_normal(x.shape) for x in xs]
 
@@ -128,7 +128,7 @@ def test_special_values(spec, special) -> None:
 @pytest.mark.parametrize(("spec", "kw"), CASES)
 def test_float32_in_float32_gradients_out(spec, kw) -> None:
     rng = _rng("float32", spec.name, kw)
-    arrays = [a.astype(np.float32) for a in spec.sample(rng)]
+    arrays = [a.astype(np.float32) for a in spec.sample(rng, kw=kw)]
     x32, x64 = _leaves(arrays, np.float32), _leaves(arrays, np.float64)
     out32, out64 = spec.call(*x32, **kw), spec.call(*x64, **kw)
     assert out32.dtype == np.float32
@@ -138,3 +138,62 @@ def test_float32_in_float32_gradients_out(spec, kw) -> None:
     for a, b in zip(x32, x64):
         assert a.grad.dtype == np.float32
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+# ---- against PyTorch, where it is installed -------------------------------------------------
+
+
+def test_every_op_has_a_torch_spelling() -> None:
+    missing = sorted(set(OPS) - set(TORCH))
+    assert not missing, f"ops with no PyTorch spelling in tests/op_specs.py TORCH: {missing}"
+
+
+def _torch_leaves(torch, arrays: list) -> list:
+    return [torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in arrays]
+
+
+@pytest.mark.parametrize(("spec", "kw"), CASES)
+def test_matches_torch(spec, kw) -> None:
+    """Forward and gradient of <v, op(x)> against PyTorch's autograd, in float64."""
+    torch = pytest.importorskip("torch")
+    rng = _rng("torch", spec.name, kw)
+    arrays = spec.sample(rng, kw=kw)
+    ts = _torch_leaves(torch, arrays)
+    expected = TORCH[spec.name](*ts, **kw)
+    if expected is None:
+        pytest.skip(f"PyTorch's {spec.name} has no form for {kw}")
+    xs = _leaves(arrays)
+    out = spec.call(*xs, **kw)
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12, atol=1e-14)
+    v = rng.standard_normal(out.shape)
+    (out * v).sum().backward()
+    (expected * torch.tensor(v)).sum().backward()
+    for i, (x, t) in enumerate(zip(xs, ts)):
+        np.testing.assert_allclose(
+            x.grad, t.grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=f"input {i}"
+        )
+
+
+@pytest.mark.parametrize(("spec", "shapes"), BROADCASTS)
+def test_broadcasting_matches_torch(spec, shapes) -> None:
+    torch = pytest.importorskip("torch")
+    arrays = spec.sample(_rng("torch", spec.name, shapes), shapes)
+    ts, xs = _torch_leaves(torch, arrays), _leaves(arrays)
+    expected, out = TORCH[spec.name](*ts), spec.call(*xs)
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12, atol=1e-14)
+    expected.sum().backward()
+    out.sum().backward()
+    for i, (x, t) in enumerate(zip(xs, ts)):
+        np.testing.assert_allclose(
+            x.grad, t.grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=f"input {i}"
+        )
+
+
+@pytest.mark.parametrize(("spec", "special"), SPECIALS)
+def test_special_values_follow_torch(spec, special) -> None:
+    """The gradient promised at each kink and tie is PyTorch's."""
+    torch = pytest.importorskip("torch")
+    ts = _torch_leaves(torch, list(special.inputs))
+    TORCH[spec.name](*ts, **special.kwargs).sum().backward()
+    for t, expected in zip(ts, special.grads):
+        np.testing.assert_allclose(t.grad.numpy(), expected, atol=1e-12, err_msg=special.why)
