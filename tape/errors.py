@@ -6,7 +6,62 @@ import numpy as np
 
 
 class GradcheckError(AssertionError):
-    """Raised by ``tape.gradcheck`` when analytic and numeric gradients disagree."""
+    """Raised by ``tape.gradcheck`` when analytic and numeric gradients disagree.
+
+    ``str(error)`` names, for every input that fails, the worst entry (index,
+    both values) and in words the mistake when it is a recognisable one.
+    ``.analytic`` and ``.numeric`` hold the two gradients, one array per input
+    of the check (``None`` for an input that was not checked); ``.rows`` the
+    problems one by one, as dicts. In Jupyter the error shows as a table.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        analytic: list | None = None,
+        numeric: list | None = None,
+        rows: list[dict] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.analytic = analytic
+        self.numeric = numeric
+        self.rows = rows or []
+
+    def _repr_html_(self) -> str:
+        """One table row per problem: input, worst entry, both values, what it looks like."""
+        cells = []
+        for row in self.rows:
+            if "index" in row:
+                entry = (
+                    f"<code>{row['index']}</code>",
+                    f"{row['analytic']:.6g}",
+                    f"{row['numeric']:.6g}",
+                    row.get("diagnosis") or "",
+                )
+            else:  # a custom Function's backward: a shape, not a value, is wrong
+                entry = ("", "", "", row["message"])
+            cells.append((row["input"], *entry))
+        header = ("input", "worst entry", "analytic", "numeric", "what it looks like")
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_html(c)}</td>" for c in cells_row) + "</tr>"
+            for cells_row in cells
+        )
+        head = "".join(f"<th>{h}</th>" for h in header)
+        summary = _html(str(self).splitlines()[0])
+        return (
+            '<div class="tape-gradcheck"><p><b>GradcheckError</b>: '
+            f"{summary}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+            "</table></div>"
+        )
+
+
+def _html(text: str) -> str:
+    """Escape for HTML, keeping the ``<code>`` this module wrote itself."""
+    if text.startswith("<code>"):
+        return text
+    import html
+
+    return html.escape(text).replace("`", "")
 
 
 def normalize_axis_tuple(axis: object, ndim: int, allow_duplicate: bool = False) -> tuple:
