@@ -239,8 +239,19 @@ def _unsummed(steps: Any, names: dict) -> list[dict]:
             f"it is missing the sum over the batch — return {fix}. backward() summed it back "
             "for you, so .grad was right, but a Function's backward must return its input's shape"
         )
+        diagnosis = (
+            f"{node.op}'s backward returned shape {sent}: it is missing the sum over the "
+            f"batch — return {fix}"
+        )
         rows.append(
-            {"input": target, "function": node.op, "sent": sent, "fix": fix, "message": message}
+            {
+                "input": target,
+                "function": node.op,
+                "sent": sent,
+                "fix": fix,
+                "diagnosis": diagnosis,
+                "message": message,
+            }
         )
     return rows
 
@@ -316,7 +327,13 @@ def _failing_function(out: Tensor, v: np.ndarray, steps: Any, names: dict) -> di
             else:
                 how = f"it must have the input's shape {shape}"
             message = f"{head} returned a gradient of shape {sent} for {target}: {how}"
-            return {"input": target, "function": node.op, "sent": sent, "message": message}
+            return {
+                "input": target,
+                "function": node.op,
+                "sent": sent,
+                "diagnosis": f"{node.op}'s backward: {how}",
+                "message": message,
+            }
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -29,39 +31,45 @@ class GradcheckError(AssertionError):
 
     def _repr_html_(self) -> str:
         """One table row per problem: input, worst entry, both values, what it looks like."""
-        cells = []
+        header = ("input", "worst entry", "analytic", "numeric", "what it looks like")
+        body = []
         for row in self.rows:
             if "index" in row:
-                entry = (
+                cells = (
+                    _html(row["input"]),
                     f"<code>{row['index']}</code>",
                     f"{row['analytic']:.6g}",
                     f"{row['numeric']:.6g}",
-                    row.get("diagnosis") or "",
+                    _html(row.get("diagnosis") or ""),
                 )
             else:  # a custom Function's backward: a shape, not a value, is wrong
-                entry = ("", "", "", row["message"])
-            cells.append((row["input"], *entry))
-        header = ("input", "worst entry", "analytic", "numeric", "what it looks like")
-        body = "".join(
-            "<tr>" + "".join(f"<td>{_html(c)}</td>" for c in cells_row) + "</tr>"
-            for cells_row in cells
-        )
+                shape = f"returned shape <code>{row['sent']}</code>" if "sent" in row else ""
+                cells = (
+                    _html(row["input"]),
+                    shape,
+                    "",
+                    "",
+                    _html(row.get("diagnosis") or row["message"]),
+                )
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         head = "".join(f"<th>{h}</th>" for h in header)
-        summary = _html(str(self).splitlines()[0])
+        count = len(self.rows)
+        summary = (
+            f"{count} problem{'s' if count != 1 else ''} found by gradcheck"
+            if count
+            else _html(str(self))
+        )
         return (
-            '<div class="tape-gradcheck"><p><b>GradcheckError</b>: '
-            f"{summary}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            "</table></div>"
+            f'<div class="tape-gradcheck"><p><b>GradcheckError</b>: {summary}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
         )
 
 
 def _html(text: str) -> str:
-    """Escape for HTML, keeping the ``<code>`` this module wrote itself."""
-    if text.startswith("<code>"):
-        return text
+    """Escape for HTML; `code` in backticks becomes <code>."""
     import html
 
-    return html.escape(text).replace("`", "")
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
 def normalize_axis_tuple(axis: object, ndim: int, allow_duplicate: bool = False) -> tuple:
