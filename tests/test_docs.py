@@ -39,9 +39,10 @@ def test_the_code_on_the_page_runs(page: Path, tmp_path: Path, monkeypatch) -> N
 # A ```text block right after `<!-- output: SOURCE -->` is what SOURCE prints, and this
 # test runs SOURCE in a fresh process (record numbers start where a user's script starts)
 # and compares. SOURCE is a script (`examples/why_accumulate.py`: the block is a run of
-# lines of its output, at any indentation), or `above`: the page's python blocks since the
-# last `## ` heading, compiled as `example.py` in one namespace holding `np` and `tape`;
-# the block is what the last of them prints.
+# lines of its output, at any indentation), `above`: the page's python blocks since the
+# last `## ` heading, compiled as `example.py` in one namespace holding `np` and `tape`
+# (the block is what the last of them prints), or `page`: the same with every python block
+# of the page up to the marker.
 
 ROOT = DOCS.parent
 OUTPUT = re.compile(r"^<!-- output: (?P<source>\S+) -->\n```text\n(?P<text>.*?)^```", re.S | re.M)
@@ -59,15 +60,15 @@ for i, block in enumerate(blocks):
 MARKED = sorted(p for p in DOCS.glob("*.md") if "<!-- output: " in p.read_text(encoding="utf-8"))
 
 
-def python_blocks_above(page: str, end: int) -> list[str]:
-    section = page[:end].rpartition("\n## ")[2]
+def python_blocks_above(page: str, end: int, whole_page: bool = False) -> list[str]:
+    section = page[:end] if whole_page else page[:end].rpartition("\n## ")[2]
     return re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
 
 
 def printed(source: str, page: str, end: int, cwd: Path) -> str:
-    if source == "above":
-        blocks = python_blocks_above(page, end)
-        assert blocks, "an `<!-- output: above -->` block needs a python block before it"
+    if source in ("above", "page"):
+        blocks = python_blocks_above(page, end, whole_page=source == "page")
+        assert blocks, f"an `<!-- output: {source} -->` block needs a python block before it"
         command, stdin = [sys.executable, "-c", RUN_BLOCKS], json.dumps(blocks)
     else:
         command, stdin = [sys.executable, str(ROOT / source)], ""
