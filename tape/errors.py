@@ -13,8 +13,10 @@ class GradcheckError(AssertionError):
     ``str(error)`` names, for every input that fails, the worst entry (index,
     both values) and in words the mistake when it is a recognisable one.
     ``.analytic`` and ``.numeric`` hold the two gradients, one array per input
-    of the check (``None`` for an input that was not checked); ``.rows`` the
-    problems one by one, as dicts. In Jupyter the error shows as a table.
+    of the check (``None`` for an input that was not checked; both are
+    ``None`` when a custom Function's backward failed before any gradient
+    existed); ``.rows`` the problems one by one, as dicts. In Jupyter the
+    error shows as a table.
     """
 
     def __init__(
