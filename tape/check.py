@@ -11,6 +11,7 @@ it forgot, read from the ``+=`` ledger of the analytic pass.
 from __future__ import annotations
 
 import inspect
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,7 +85,7 @@ def gradcheck(
                 culprit = _failing_function(out, v, steps, names)
                 if culprit is None:
                     raise
-                raise GradcheckError(f"gradcheck: {culprit['message']}", rows=[culprit]) from e
+                raise GradcheckError(_message([culprit], len(wrt)), rows=[culprit]) from e
         analytic = [np.zeros(xs[i].shape) if g is None else g for i, g in zip(wrt, found)]
         shapes = _unsummed(steps, names)
 
@@ -152,10 +153,19 @@ def _line(row: dict) -> str:
 
 
 def _message(rows: list[dict], checked: int) -> str:
+    """One paragraph per problem, wrapped so a traceback or a docs page need not scroll."""
     if len(rows) == 1:
-        return f"gradcheck: {rows[0]['message']}"
-    lines = [f"gradcheck: {len(rows)} problems among the {checked} input(s) checked:"]
-    return "\n".join([lines[0], *(f"  - {r['message']}" for r in rows)])
+        return _wrap("gradcheck: " + rows[0]["message"])
+    head = f"gradcheck: {len(rows)} problems among the {checked} input(s) checked:"
+    return "\n".join([head, *(_wrap("- " + r["message"]) for r in rows)])
+
+
+def _wrap(text: str) -> str:
+    return "\n".join(
+        textwrap.wrap(
+            text, width=92, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+        )
+    )
 
 
 # ---- recognising the mistake ------------------------------------------------------------
