@@ -37,7 +37,7 @@ class Lin(tape.Function):
 
 
 class BadLin(Lin):
-    """The same forward, with ``db`` averaged over the batch: off by a factor of N."""
+    """The same forward, with ``db`` averaged over the batch: 1/B of the right one for B rows."""
 
     @staticmethod
     def backward(ctx: tape.Context, dout: np.ndarray) -> tuple[Any, ...]:

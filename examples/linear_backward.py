@@ -1,11 +1,11 @@
 """The gradients of a Linear layer, derived by hand and checked against the engine.
 
-A Linear layer computes ``out = X @ W + b`` for a batch ``X`` of N rows. Given
+A Linear layer computes ``out = X @ W + b`` for a batch ``X`` of B rows. Given
 the gradient ``dout = d loss / d out`` that arrives from whatever follows the
 layer, the chain rule gives
 
     dW = X.T @ dout        each W[i, j] multiplies X[n, i] in every row n
-    db = dout.sum(axis=0)  b is added to every row, so its N gradients add up
+    db = dout.sum(axis=0)  b is added to every row, so its B gradients add up
     dX = dout @ W.T        each X[n, i] feeds out[n, j] through W[i, j]
 
 This script computes all three by hand, asks the engine for them with
@@ -65,7 +65,7 @@ def main() -> None:
     print()
 
     # The broadcast form of lin_grad: one outer product X[n]ᵀ dout[n] per sample, summed.
-    # It is X.T @ dout written out; it builds an (N, in, out) array, which the matmul avoids.
+    # It is X.T @ dout written out; it builds a (B, in, out) array, which the matmul avoids.
     outer = x[:, :, None] * dout[:, None, :]
     dW_broadcast = outer.sum(axis=0)
     same = np.allclose(dW_broadcast, dW, rtol=1e-12)

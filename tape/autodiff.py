@@ -185,6 +185,25 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
     return pullback
 
 
+def run_vjp(node: Node, g: Any) -> list:
+    """One record's VJPs on an array ``g``, as recorded: one raw result per input.
+
+    ``None`` where the input needs no gradient (or the op gives none). Nothing
+    is summed back or cast: this is what the formulas themselves return, for
+    checks that want to look at them (``gradcheck``, ``check_graph``).
+    """
+    saved = node.saved
+    if saved.__class__ is not tuple:
+        raise _released_error(node)
+    op = node.primitive
+    if op.vjp_all is not None:
+        return list(op.vjp_all(g, *saved, **node.params))
+    return [
+        None if key_of(parent) is None else op.calls[i](g, saved, node.params)
+        for i, parent in enumerate(node.parents)
+    ]
+
+
 def _lift(node: Node) -> tuple:
     """What a record saved, as Tensors on the graph: the VJP's own ops are then recorded."""
     sources = node.primitive.sources(len(node.parents))

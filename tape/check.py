@@ -1,16 +1,29 @@
-"""``gradcheck``: the engine's gradients against central finite differences."""
+"""``gradcheck``: the engine's gradients against central finite differences.
+
+A failed check says *what kind* of mistake it sees, not only where: the worst
+entry of every failing input, and, where the analytic gradient is a
+recognisable transformation of the numeric one (transposed, scaled by a
+constant, off in sign), that in words. A custom ``Function`` whose backward
+returns a gradient of another shape than its input is reported with the sum
+it forgot, read from the ``+=`` ledger of the analytic pass.
+"""
 
 from __future__ import annotations
 
+import inspect
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .autodiff import grad
-from .errors import GradcheckError, describe
+from .autodiff import grad, run_vjp
+from .errors import GradcheckError, describe, where_recorded
+from .function import Context, Function
 from .ops import concatenate
 from .tensor import Tensor
+
+_SEED = 20_011_986  # an arbitrary seed for the projection v, fixed so a check is repeatable
 
 
 def gradcheck(
@@ -26,8 +39,12 @@ def gradcheck(
     shape, both sides differentiate ``<v, fn(*inputs)>`` for a fixed random
     ``v``, which compares every entry of the Jacobian along ``v``: numerically
     ``(f(x + eps) - f(x - eps)) / (2 eps)`` entry by entry, analytically one
-    backward pass. Returns ``True``, or raises ``GradcheckError`` naming
-    the input, the index and both values of the worst entry.
+    backward pass. Returns ``True``, or raises ``GradcheckError`` naming, for
+    every input that fails, the index and both values of its worst entry, and
+    in words the mistake when it is a recognisable one (transposed, scaled by
+    a constant such as ``1/N``, off in sign, a custom ``Function``'s gradient
+    missing its sum over the batch). The error carries ``.analytic`` and
+    ``.numeric``, one array per input (``None`` for inputs not checked).
 
     >>> x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
     >>> tape.gradcheck(lambda t: (t * t.tanh()).sum(), [x])
@@ -46,17 +63,34 @@ def gradcheck(
     out = fn(*xs)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
-    v = np.random.default_rng(0).standard_normal(out.shape)
+    # Not seed 0: users' data often comes from default_rng(0), and v equal to X makes
+    # X.T @ v symmetric, which would hide a transposed dW.
+    v = np.random.default_rng(_SEED).standard_normal(out.shape)
 
     def projected() -> float:
         # not under no_grad: fn may itself take gradients (checking second derivatives)
         return float(np.sum(v * fn(*xs).data))
 
+    names = {id(xs[i]): _input_label(i, given[i]) for i in wrt}
+    shapes: list[dict] = []
     if not out.requires_grad:
         analytic = [np.zeros(xs[i].shape) for i in wrt]
     else:
-        found = grad(out, [xs[i] for i in wrt], grad_outputs=v, allow_unused=True)
+        from .teaching import trace_backward  # the ledger sits above check in the import order
+
+        with trace_backward() as steps:
+            try:
+                found = grad(out, [xs[i] for i in wrt], grad_outputs=v, allow_unused=True)
+            except (ValueError, TypeError) as e:
+                culprit = _failing_function(out, v, steps, names)
+                if culprit is None:
+                    raise
+                raise GradcheckError(_message([culprit], len(wrt)), rows=[culprit]) from e
         analytic = [np.zeros(xs[i].shape) if g is None else g for i, g in zip(wrt, found)]
+        shapes = _unsummed(steps, names)
+
+    rows: list[dict] = list(shapes)
+    numerics = []
     for i, a in zip(wrt, analytic):
         data = xs[i].data
         numeric = np.empty(data.shape)
@@ -68,19 +102,265 @@ def gradcheck(
             down = projected()
             data[idx] = saved
             numeric[idx] = (up - down) / (2 * eps)
+        numerics.append(numeric)
         excess = np.abs(a - numeric) - (atol + rtol * np.abs(numeric))
         excess = np.where(np.isnan(excess), np.inf, excess)
         if excess.size and excess.max() > 0:
             worst = np.unravel_index(np.argmax(excess), excess.shape)
-            name = f" '{given[i].name}'" if given[i].name else ""
-            raise GradcheckError(
-                f"gradcheck: input {i}{name} ({describe(given[i])}) "
-                f"at index {tuple(map(int, worst))}: "
-                f"analytic {float(a[worst]):.10g} vs numeric {float(numeric[worst]):.10g} "
-                f"(differ by {abs(a[worst] - numeric[worst]):.3g}; allowed "
-                f"atol + rtol*|numeric| = {atol + rtol * abs(numeric[worst]):.3g})"
+            rows.append(
+                {
+                    "input": names[id(xs[i])],
+                    "index": tuple(map(int, worst)),
+                    "analytic": float(a[worst]),
+                    "numeric": float(numeric[worst]),
+                    "allowed": atol + rtol * abs(float(numeric[worst])),
+                    "diagnosis": diagnose(a, numeric, atol, rtol),
+                }
             )
+    if rows:
+        per_input: list[Any] = [None] * len(given)
+        numeric_per_input: list[Any] = [None] * len(given)
+        for i, a, n in zip(wrt, analytic, numerics):
+            per_input[i], numeric_per_input[i] = np.asarray(a), n
+        for row in rows:
+            if "message" not in row:
+                row["message"] = _line(row)
+        raise GradcheckError(
+            _message(rows, len(wrt)), analytic=per_input, numeric=numeric_per_input, rows=rows
+        )
     return True
+
+
+def _input_label(i: int, x: Any) -> str:
+    name = f" '{x.name}'" if getattr(x, "name", None) else ""
+    return f"input {i}{name} ({describe(x)})"
+
+
+def _argument(position: int, x: Any) -> str:
+    """A Function's argument that is not one of gradcheck's inputs (an intermediate)."""
+    name = f" '{x.name}'" if getattr(x, "name", None) else ""
+    return f"its argument {position}{name} ({describe(x)})"
+
+
+def _line(row: dict) -> str:
+    text = (
+        f"{row['input']} at index {row['index']}: "
+        f"analytic {row['analytic']:.10g} vs numeric {row['numeric']:.10g} "
+        f"(differ by {abs(row['analytic'] - row['numeric']):.3g}; allowed "
+        f"atol + rtol*|numeric| = {row['allowed']:.3g})"
+    )
+    return text + (f"; {row['diagnosis']}" if row.get("diagnosis") else "")
+
+
+def _message(rows: list[dict], checked: int) -> str:
+    """One paragraph per problem, wrapped so a traceback or a docs page need not scroll."""
+    if len(rows) == 1:
+        return _wrap("gradcheck: " + rows[0]["message"])
+    head = f"gradcheck: {len(rows)} problems among the {checked} input(s) checked:"
+    return "\n".join([head, *(_wrap("- " + r["message"]) for r in rows)])
+
+
+def _wrap(text: str) -> str:
+    return "\n".join(
+        textwrap.wrap(
+            text, width=92, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+        )
+    )
+
+
+# ---- recognising the mistake ------------------------------------------------------------
+
+
+def diagnose(
+    analytic: np.ndarray, numeric: np.ndarray, atol: float = 1e-5, rtol: float = 1e-3
+) -> str:
+    """Say in words how ``analytic`` relates to ``numeric``, when it is a common mistake.
+
+    Recognised: all zeros (the gradient never arrived), the transpose (a square
+    ``dW`` written ``dZ.T @ X``), a constant factor (``-1``: the sign; ``1/N``:
+    an average too many or a sum too few). Returns ``""`` otherwise.
+
+    >>> tape.check.diagnose(np.array([1.0, -2.0]), np.array([-1.0, 2.0]))
+    'it is the numeric one with the opposite sign: a sign is off (a - b for b - a?)'
+    """
+    a, n = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
+
+    def close(x: np.ndarray, y: np.ndarray) -> bool:
+        return bool(np.all(np.abs(x - y) <= atol + rtol * np.abs(y)))
+
+    if not np.isfinite(a).all() or not (np.abs(n) > atol).any():
+        return "" if np.isfinite(a).all() else "the analytic gradient has NaN or Inf entries"
+    if not a.any():
+        return "the analytic gradient is all zeros: did backward return None or 0 for this input?"
+    if a.ndim == 2 and a.shape[0] == a.shape[1] and a.shape[0] > 1 and close(a, n.T):
+        return (
+            "it is the transpose of the numeric one: the gradient is transposed "
+            "(for out = X @ W, dW = X.T @ dZ, not dZ.T @ X)"
+        )
+    scale = float(np.vdot(a, n) / np.vdot(n, n))
+    if np.isfinite(scale) and scale != 0 and close(a, scale * n):
+        if abs(scale + 1) < 1e-6:
+            return "it is the numeric one with the opposite sign: a sign is off (a - b for b - a?)"
+        return f"the analytic gradient is the numeric one × {_factor(scale)}"
+    return ""
+
+
+def _factor(scale: float) -> str:
+    """``0.25`` as ``0.25 (= 1/4)`` with what such a factor usually means."""
+    sign = "-" if scale < 0 else ""
+    s = abs(scale)
+    if s < 1 and abs(1 / s - round(1 / s)) < 1e-6 * (1 / s):
+        return (
+            f"{sign}1/{round(1 / s)} ({scale:.6g}): divided by a count it should not be "
+            "(a mean where a sum belongs, or a 1/N applied twice)"
+        )
+    if s > 1 and abs(s - round(s)) < 1e-6 * s:
+        return (
+            f"{sign}{round(s)}: multiplied by a count it should not be "
+            "(a sum where a mean belongs, a 1/N left out, or a term counted twice)"
+        )
+    return f"{scale:.6g}: scaled by a constant"
+
+
+# ---- custom Functions whose backward returns another shape ------------------------------
+
+
+def _unsummed(steps: Any, names: dict) -> list[dict]:
+    """Each custom ``Function`` contribution the engine had to sum back to its input's shape.
+
+    The engine sums such a gradient silently (as PyTorch does), so ``.grad`` is
+    right; the ledger of the pass keeps the shape the backward returned.
+    """
+    rows, seen = [], set()
+    for step in steps:
+        node = step.node
+        if not isinstance(node.params.get("ctx"), Context):
+            continue  # built-in ops return broadcast shapes by design
+        sent, shape = tuple(step.sent_shape), tuple(step.target.shape)
+        if sent == shape or (node.index, step.position) in seen:
+            continue
+        seen.add((node.index, step.position))
+        g = _grad_name(node.op)
+        fix = _sum_code(g, sent, shape)
+        target = names.get(id(step.target)) or _argument(step.position, step.target)
+        message = (
+            f"{node.op} (recorded at {where_recorded(node)}) returned a gradient of shape "
+            f"{sent} for {target}: "
+            f"it is missing the sum over the batch — return {fix}. backward() summed it back "
+            "for you, so .grad was right, but a Function's backward must return its input's shape"
+        )
+        diagnosis = (
+            f"{node.op}'s backward returned shape {sent}: it is missing the sum over the "
+            f"batch — return {fix}"
+        )
+        rows.append(
+            {
+                "input": target,
+                "function": node.op,
+                "sent": sent,
+                "fix": fix,
+                "diagnosis": diagnosis,
+                "message": message,
+            }
+        )
+    return rows
+
+
+def _sum_code(g: str, sent: tuple, shape: tuple) -> str:
+    """The NumPy expression that sums ``g`` of shape ``sent`` back to ``shape``."""
+    lead = len(sent) - len(shape)
+    if lead < 0:
+        return f"an array of shape {shape}"
+    axes = list(range(lead))
+    kept = [lead + i for i, n in enumerate(shape) if n == 1 and sent[lead + i] != 1]
+    parts = []
+    if axes:
+        parts.append(f".sum({axes[0] if len(axes) == 1 else tuple(axes)})")
+    if kept:
+        kept_axes = [k - lead for k in kept]
+        where = kept_axes[0] if len(kept_axes) == 1 else tuple(kept_axes)
+        parts.append(f".sum({where}, keepdims=True)")
+    return f"`{g}{''.join(parts)}`" if parts else f"an array of shape {shape}"
+
+
+def _grad_name(op: str) -> str:
+    """What the Function's backward calls its upstream gradient (``dZ``), else ``grad``."""
+    todo, found = list(Function.__subclasses__()), []
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__name__ == op:
+            found.append(cls)
+    names = {tuple(inspect.signature(cls.backward).parameters)[1:] for cls in found}
+    # classes of one name (redefined in a notebook cell) usually agree on it
+    return names.pop()[0] if len(names) == 1 and len(found[0:1]) else "grad"
+
+
+def _failing_function(out: Tensor, v: np.ndarray, steps: Any, names: dict) -> dict | None:
+    """After the analytic pass raised: the custom ``Function`` whose backward broke it, and how.
+
+    The ledger of the failed pass says which gradient reached each record; the
+    newest ``Function`` that got one is run again with it (``_call_backward``)
+    to see what its backward does: raise (NumPy's bare shape complaint, which
+    names no layer), or return a gradient no sum can bring to its input's shape.
+    """
+    reached = {s.target.node: s.grad_after for s in steps if s.target.node is not None}
+    if out.node is not None:
+        reached[out.node] = v
+    functions = [n for n in reached if isinstance(n.params.get("ctx"), Context)]
+    for node in sorted(functions, key=lambda n: n.index, reverse=True):
+        g = np.asarray(reached[node])
+        gname = _grad_name(node.op)
+        args = ", ".join(describe(a) for a in node.inputs)
+        head = f"{node.op} (recorded at {where_recorded(node)})"
+        try:
+            parts = _call_backward(node, g)
+        except (ValueError, TypeError) as e:
+            message = (
+                f"{head}: its backward raised on {gname} of shape {g.shape} with inputs "
+                f"({args}): {e}. Each gradient it returns must have its input's shape: "
+                + ", ".join(f"{tuple(a.shape)}" for a in node.inputs)
+            )
+            return {"input": f"{node.op}'s backward", "function": node.op, "message": message}
+        for position, (a, part) in enumerate(zip(node.inputs, parts)):
+            if part is None or not a.requires_grad:
+                continue
+            sent, shape = tuple(np.shape(part)), tuple(a.shape)
+            if _sums_back(sent, shape):
+                continue
+            target = names.get(id(a)) or _argument(position, a)
+            if len(sent) == 2 and sent == shape[::-1]:
+                how = (
+                    f"it is transposed: return its transpose (for out = X @ W, "
+                    f"dW = X.T @ {gname}, not {gname}.T @ X)"
+                )
+            else:
+                how = f"it must have the input's shape {shape}"
+            message = f"{head} returned a gradient of shape {sent} for {target}: {how}"
+            return {
+                "input": target,
+                "function": node.op,
+                "sent": sent,
+                "diagnosis": f"{node.op}'s backward: {how}",
+                "message": message,
+            }
+    return None
+
+
+def _sums_back(sent: tuple, shape: tuple) -> bool:
+    """Whether a gradient of shape ``sent`` sums back to ``shape`` (NumPy's broadcasting)."""
+    lead = len(sent) - len(shape)
+    return lead >= 0 and all(n in (1, m) for n, m in zip(shape, sent[lead:]))
+
+
+def _call_backward(node: Any, g: np.ndarray) -> tuple:
+    """Run a custom Function's backward on its record, as the engine does; the raw result.
+
+    The engine's walk hands the results on only after bringing them to their
+    inputs' shapes (or raising); to say which shape was wrong gradcheck runs
+    the record's VJP again itself, through ``run_vjp``.
+    """
+    return tuple(run_vjp(node, g))
 
 
 def gradgradcheck(
@@ -142,5 +422,8 @@ def gradgradcheck(
     except GradcheckError as e:
         raise GradcheckError(
             f"gradgradcheck (second order; input {n} below is the cotangent u "
-            f"that tape.grad received as grad_outputs): {e}"
+            f"that tape.grad received as grad_outputs): {e}",
+            analytic=e.analytic,
+            numeric=e.numeric,
+            rows=e.rows,
         ) from None

@@ -2,11 +2,76 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
 class GradcheckError(AssertionError):
-    """Raised by ``tape.gradcheck`` when analytic and numeric gradients disagree."""
+    """Raised by ``tape.gradcheck`` when analytic and numeric gradients disagree.
+
+    ``str(error)`` names, for every input that fails, the worst entry (index,
+    both values) and in words the mistake when it is a recognisable one.
+    ``.analytic`` and ``.numeric`` hold the two gradients, one array per input
+    of the check (``None`` for an input that was not checked; both are
+    ``None`` when a custom Function's backward failed before any gradient
+    existed); ``.rows`` the problems one by one, as dicts. In Jupyter the
+    error shows as a table.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        analytic: list | None = None,
+        numeric: list | None = None,
+        rows: list[dict] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.analytic = analytic
+        self.numeric = numeric
+        self.rows = rows or []
+
+    def _repr_html_(self) -> str:
+        """One table row per problem: input, worst entry, both values, what it looks like."""
+        header = ("input", "worst entry", "analytic", "numeric", "what it looks like")
+        body = []
+        for row in self.rows:
+            if "index" in row:
+                cells = (
+                    _html(row["input"]),
+                    f"<code>{row['index']}</code>",
+                    f"{row['analytic']:.6g}",
+                    f"{row['numeric']:.6g}",
+                    _html(row.get("diagnosis") or ""),
+                )
+            else:  # a custom Function's backward: a shape, not a value, is wrong
+                shape = f"returned shape <code>{row['sent']}</code>" if "sent" in row else ""
+                cells = (
+                    _html(row["input"]),
+                    shape,
+                    "",
+                    "",
+                    _html(row.get("diagnosis") or row["message"]),
+                )
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        head = "".join(f"<th>{h}</th>" for h in header)
+        count = len(self.rows)
+        summary = (
+            f"{count} problem{'s' if count != 1 else ''} found by gradcheck"
+            if count
+            else _html(str(self))
+        )
+        return (
+            f'<div class="tape-gradcheck"><p><b>GradcheckError</b>: {summary}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        )
+
+
+def _html(text: str) -> str:
+    """Escape for HTML; `code` in backticks becomes <code>."""
+    import html
+
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
 def normalize_axis_tuple(axis: object, ndim: int, allow_duplicate: bool = False) -> tuple:

@@ -60,7 +60,10 @@ class Op:
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self.inputs = tuple(p.name for p in sig if p.default is p.empty and p.kind in positional)
         self.variadic = next((p.name for p in sig if p.kind == p.VAR_POSITIONAL), None)
-        self.params = {p.name: p.default for p in sig if p.default is not p.empty}
+        # "out" is the VJP's word for the result, never a parameter (NumPy's ufuncs take one)
+        self.params = {
+            p.name: p.default for p in sig if p.default is not p.empty and p.name != "out"
+        }
         self.vjps: tuple | None = None
         self.calls: tuple = ()  # per input: call(g, saved, params) runs its VJP on what it reads
         self.vjp_all: Callable[..., Any] | None = None

@@ -288,7 +288,11 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
     serial = itertools.count()
 
     def add_tensor(key: Any) -> str:
-        tid = ids[key] = f"t{next(serial)}"
+        tid = f"t{next(serial)}"
+        if type(key) is Node or isinstance(
+            key, Tensor
+        ):  # shared by every use; a raw constant is not
+            ids[key] = tid
         made = key if type(key) is Node else None
         t = key.output if made else key if isinstance(key, Tensor) else None
         if t is not None and not _freed(t):
@@ -552,8 +556,8 @@ def build_dot(
                 skip.add(n)
                 for _, v, key in graph.out_edges(n, keys=True):
                     value = attrs["data"]
-                    if value is None:
-                        shown = f"{_type_text(attrs['dtype'], attrs['shape'])} (freed)"
+                    if value is None:  # freed by backward: as a large one would read anyway
+                        shown = _type_text(attrs["dtype"], attrs["shape"])
                     else:
                         shown = format_array(value) if value.size <= 6 else describe(value)
                     name = f" {attrs['name']}" if attrs["name"] else ""

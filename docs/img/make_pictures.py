@@ -1,8 +1,12 @@
-"""Regenerate the pictures of docs/diagrams.md: `python docs/img/make_pictures.py`.
+"""Regenerate the pictures of the docs: `python docs/img/make_pictures.py [OUT_DIR]`.
 
-Needs Graphviz's `dot` for the diagrams, and Debian's chromium with
-chromium-driver plus the selenium package for the screenshot of the
-step-through page (skipped, with a note, when they are missing).
+Every diagram on the teaching pages (concepts, linear-layer, why-accumulate)
+and on docs/diagrams.md is drawn here from code, so its numbers are the
+engine's; tests/test_docs.py redraws them and compares their text with the
+committed files. Needs Graphviz's `dot` for the diagrams, and Debian's
+chromium with chromium-driver plus the selenium package for the screenshot of
+the step-through page (skipped, with a note, when they are missing;
+`--no-screenshot` skips it always).
 """
 
 from __future__ import annotations
@@ -26,25 +30,46 @@ def seed_network() -> tape.Tensor:
     return seed_network_parts(0)["loss"]
 
 
-def diagrams() -> list[Path]:
+def diagrams(folder: Path = HERE) -> list[Path]:
     written = []
     loss = seed_network()
-    written.append(tape.render(loss, HERE / "seed_before.svg", legend=True))
+    written.append(tape.render(loss, folder / "seed_before.svg", legend=True))
     loss.backward()
-    written.append(tape.render(loss, HERE / "seed_after.svg", show_data=True))
+    written.append(tape.render(loss, folder / "seed_after.svg", show_data=True))
+
+    # docs/concepts.md: its running example, as the page builds it (X and y need no gradient)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 3))
+    W = tape.tensor(rng.standard_normal((3, 2)), requires_grad=True, name="W")
+    b = tape.tensor(np.zeros(2), requires_grad=True, name="b")
+    y = rng.standard_normal((4, 2))
+    loss = ((X @ W + b).relu() - y).pow(2).mean()
+    loss.name = "loss"
+    written.append(tape.render(loss, folder / "concepts_tape.svg", show_grad=False))
+    loss.backward()
+    written.append(tape.render(loss, folder / "concepts_walk.svg"))
+
+    # docs/why-accumulate.md: y = x·x + 3x at x = 2, as in examples/why_accumulate.py
+    x = tape.tensor(2.0, requires_grad=True, name="x")
+    square, triple = x * x, 3 * x
+    square.name, triple.name = "x*x", "3*x"
+    y = square + triple
+    y.name = "y"
+    y.backward()
+    written.append(tape.render(y, folder / "why_accumulate.svg", show_data=True))
 
     x = tape.tensor([3.0], requires_grad=True, name="x")
     y = x * x + x
     y.name = "y"
     y.backward(np.ones(1))
-    written.append(tape.render(y, HERE / "fanout.svg", show_data=True))
+    written.append(tape.render(y, folder / "fanout.svg", show_data=True))
 
     x = tape.tensor(np.arange(12.0).reshape(4, 3) / 10, requires_grad=True, name="x")
     b = tape.tensor([1.0, 2.0, 3.0], requires_grad=True, name="b")
     out = (x + b).sum()
     out.name = "out"
     out.backward()
-    written.append(tape.render(out, HERE / "broadcast.svg", show_data=True))
+    written.append(tape.render(out, folder / "broadcast.svg", show_data=True))
 
     rng = np.random.default_rng(1)
     x = tape.tensor(rng.standard_normal((8, 4)), name="x")
@@ -61,7 +86,7 @@ def diagrams() -> list[Path]:
     loss = (h**2).mean()
     loss.name = "loss"
     loss.backward()
-    written.append(tape.render(loss, HERE / "collapsed.svg", collapse=True, hide_constants=True))
+    written.append(tape.render(loss, folder / "collapsed.svg", collapse=True, hide_constants=True))
     return written
 
 
@@ -107,7 +132,10 @@ def screenshot() -> Path | None:
 
 
 if __name__ == "__main__":
-    for path in [*diagrams(), screenshot()]:
+    args = [a for a in sys.argv[1:] if a != "--no-screenshot"]
+    out = Path(args[0]) if args else HERE
+    shots = [] if "--no-screenshot" in sys.argv or out != HERE else [screenshot()]
+    for path in [*diagrams(out), *shots]:
         if path is not None:
             print(
                 f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}"
