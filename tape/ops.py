@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import describe, normalize_axis_tuple
 from .function import Op, apply
-from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, UFUNC_OPS, Tensor, _wrap
+from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, TRACING, UFUNC_OPS, Tensor, _wrap
 
 OPS: dict[str, Op] = {}
 """The public differentiable ops by name: the table tests and docs are checked against."""
@@ -712,6 +712,10 @@ FUNCTION_OPS.update(
 
 def _comparison(ufunc: Any) -> Callable[[Any, Any], Tensor]:
     def compare(x: Any, y: Any) -> Tensor:
+        if TRACING.hook is not None:  # tape.compile records what the tape does not
+            traced = TRACING.hook.untracked(ufunc, (x, y), {})
+            if traced is not None:
+                return traced
         x = x.data if isinstance(x, Tensor) else x
         y = y.data if isinstance(y, Tensor) else y
         try:
