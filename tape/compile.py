@@ -74,7 +74,7 @@ def _no_gradient(g: Any, out: Any, *xs: Any, fn: Any, kwargs: dict) -> tuple:
     return (None,) * len(xs)  # comparisons, sign, isnan: no gradient flows through them
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _untracked_op(fn: Any) -> Op:
     """The record a traced comparison or NumPy function makes: its forward is ``fn``."""
     op = Op(getattr(fn, "__name__", "function"), _untracked_forward)
@@ -281,7 +281,7 @@ def _form(node: Any, a: list[str], p: dict) -> str:
     if op == "reshape":
         return f"{a[0]}.reshape({tuple(p['shape'])!r})"
     if op == "transpose":
-        return f"{a[0]}.transpose({tuple(p['axes'])!r})"
+        return f"{a[0]}.transpose()" if p["axes"] is None else f"{a[0]}.transpose({p['axes']!r})"
     if op == "broadcast_to":
         return f"np.broadcast_to({a[0]}, {tuple(p['shape'])!r})"
     if op == "astype":
@@ -342,8 +342,10 @@ class _Val:
         self.root, self.scalar, self.own = root, scalar, own
 
 
+_HELPER_CALL = re.compile(r"\b(_sigmoid|_softmax|_log_softmax|_scatter|_scatter_add)\(")
 _IDENT = re.compile(r"[^0-9a-zA-Z_]")
 INPLACE_MIN = 1  # ndim >= 1: np.generic scalars cannot be written into
+OUT_MIN = 4096  # entries from which np.op(..., out=buffer) beats allocating a new array
 
 
 def _identifier(name: str) -> str:
@@ -560,7 +562,8 @@ class _Writer:
         target = self.inplace_target(node, vals, actual, dtype, shape) if self.inplace else None
         if target is not None:
             i, v = target
-            if name is None and op in _AUGMENTED and (i == 0 or op in ("add", "mul")):
+            small = math.prod(shape) < OUT_MIN  # out= costs more than a small allocation
+            if (name is None or small) and op in _AUGMENTED and (i == 0 or op in ("add", "mul")):
                 other = codes[1 - i]
                 line = f"{v.code} {_AUGMENTED[op]} {other}"
                 self.vals[node] = _Val(v.code, shape, dtype, v.root, own=True)
@@ -568,6 +571,9 @@ class _Writer:
                 self.consume(vals)
                 self.pending[v.root] = uses
                 return
+            target = None if small else target
+        if target is not None:
+            i, v = target
             if name is None:
                 name = self.fresh(op)
             args = ", ".join(codes) if op != "relu" else f"{codes[0]}, 0"
@@ -599,7 +605,7 @@ class _Writer:
         self, node: Any, vals: list[_Val], actual: tuple, dtype: Any, shape: tuple
     ) -> tuple[int, _Val] | None:
         """An operand whose buffer this op may overwrite: owned, full-size, used last here."""
-        if node.op not in _UFUNCS and node.op != "relu" or actual != tuple(shape):
+        if (node.op not in _UFUNCS and node.op != "relu") or actual != tuple(shape):
             return None
         if len(shape) < INPLACE_MIN:
             return None
@@ -641,14 +647,12 @@ class _Writer:
             axes = p.get("axes")
             if axes is None or tuple(axes) == (1, 0):
                 return _Val(f"{v.code}.T", shape, dtype, v.root)
-        if op in ("pow", "mul") and len(vals) == 2 and vals[1].scalar is not None:
-            if (
-                vals[1].scalar == 1
-                and same
-                and v.dtype == vals[1].dtype
-                or (vals[1].scalar == 1 and same and op == "pow")
-            ):
-                return v  # x ** 1, x * 1: x (the VJP of a square is 2 * x ** 1)
+        if op in ("pow", "mul") and len(vals) == 2:
+            for one, x in ((1, 0), (0, 1)) if op == "mul" else ((1, 0),):
+                k = vals[one]
+                if k.scalar is not None and k.scalar == 1 and vals[x].dtype == np.dtype(dtype):
+                    if k.dtype.kind != "b":
+                        return vals[x]  # x ** 1, x * 1: x (a square's VJP is 2 * x ** 1)
         return None
 
     def squeezed(self, node: Any) -> tuple | None:
@@ -700,6 +704,8 @@ class _Writer:
         return None
 
     def write(self, line: str, node: Any, name: str | None = None) -> None:
+        for helper in _HELPER_CALL.findall(line):
+            self.helpers[helper] = None
         if node.index <= self.forward_end:
             where = where_recorded(node)
             path, _, lineno = where.rpartition(":")
