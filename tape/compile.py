@@ -410,6 +410,8 @@ class _Writer:
         self.pending: dict[int, int] = {}  # buffer -> uses still to come
         self.roots = itertools.count(1)
         self.counters: dict[str, int] = {}
+        self.dead: list[int] = []  # buffers whose last use was just written
+        self.root_names: dict[int, list[str]] = {}
 
     # ---- names ------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -604,6 +606,19 @@ class _Writer:
         for v in vals:
             if v.root is not None:
                 self.pending[v.root] -= 1
+                if self.pending[v.root] == 0:
+                    self.dead.append(v.root)
+
+    def free(self) -> None:
+        """``del`` the names of buffers nothing reads any more, so NumPy can reuse them."""
+        names = []
+        for root in self.dead:
+            if self.pending.get(root) == 0:
+                names += self.root_names.pop(root, [])
+                self.pending.pop(root)
+        self.dead.clear()
+        if names and self.inplace:
+            self.lines.append((f"del {', '.join(dict.fromkeys(names))}", None))  # type: ignore[arg-type]
 
     def inplace_target(
         self, node: Any, vals: list[_Val], actual: tuple, dtype: Any, shape: tuple
@@ -637,6 +652,12 @@ class _Writer:
                 data = None
             if data is not None and data.size:  # numbers in, so one number out, broadcast
                 return _Val("", (), data.dtype, scalar=data.flat[0])
+        if op in ("pow", "mul") and len(vals) == 2:
+            for one, x in ((1, 0), (0, 1)) if op == "mul" else ((1, 0),):
+                k = vals[one]
+                if k.scalar is not None and k.scalar == 1 and vals[x].dtype == np.dtype(dtype):
+                    if k.dtype.kind != "b":
+                        return vals[x]  # x ** 1, x * 1: x (a square's VJP is 2 * x ** 1)
         if v.scalar is not None and op not in ("broadcast_to", "reshape"):
             return None
         same = v.dtype == np.dtype(dtype)
@@ -651,12 +672,6 @@ class _Writer:
             axes = p.get("axes")
             if axes is None or tuple(axes) == (1, 0):
                 return _Val(f"{v.code}.T", shape, dtype, v.root)
-        if op in ("pow", "mul") and len(vals) == 2:
-            for one, x in ((1, 0), (0, 1)) if op == "mul" else ((1, 0),):
-                k = vals[one]
-                if k.scalar is not None and k.scalar == 1 and vals[x].dtype == np.dtype(dtype):
-                    if k.dtype.kind != "b":
-                        return vals[x]  # x ** 1, x * 1: x (a square's VJP is 2 * x ** 1)
         return None
 
     def squeezed(self, node: Any) -> tuple | None:
@@ -718,6 +733,11 @@ class _Writer:
             fwd = self.grad_of.get(id(self.out_tensor[node]), (None,))[0]
             comment = node.op if fwd is None else f"{node.op}  (gradient of {self.describe(fwd)})"
         self.lines.append((line, comment))  # type: ignore[arg-type]
+        v = self.vals.get(node)
+        if name is not None and v is not None and v.root is not None:
+            names = self.root_names.setdefault(v.root, [])
+            if name not in names:
+                names.append(name)
         if node.index <= self.forward_end and name is not None:
             self.forward_names[id(self.out_tensor[node])] = name
 
@@ -764,7 +784,9 @@ class _Writer:
             )
         name = self.name_for(node, t) or self.fresh("part")
         self.lines.append((f"{name} = {parts}[{position}]", f"{node.op} of {forward.op}"))  # type: ignore[arg-type]
-        self.vals[node] = _Val(name, t.shape, t.dtype, next(self.roots), own=False)
+        root = next(self.roots)
+        self.vals[node] = _Val(name, t.shape, t.dtype, root, own=False)
+        self.pending[root] = uses
 
     # ---- the whole function -------------------------------------------------------------
     def write_all(
@@ -790,6 +812,7 @@ class _Writer:
                 backward_started = True
                 self.lines.append(("# backward", None))  # type: ignore[arg-type]
             self.emit(node, out_tensor[node], uses[node])
+            self.free()
         returns = []
         for i, (name, t) in enumerate(self.results):
             if i == 0:
