@@ -504,9 +504,8 @@ class _Writer:
     def exact(self, v: _Val, shape: tuple, dtype: Any = None) -> str:
         """``v`` written with exactly ``shape`` (undoing a broadcast left for later)."""
         if v.scalar is not None:
-            code = f"np.{np.dtype(v.dtype).name}({_py_literal(v.scalar)})"
-            if v.dtype.kind == "b":
-                code = f"np.bool_({_py_literal(v.scalar)})"
+            literal = _py_literal(v.scalar).removeprefix("(").removesuffix(")")
+            code = f"np.{'bool_' if v.dtype.kind == 'b' else v.dtype.name}({literal})"
             return code if shape == () else f"np.broadcast_to({code}, {shape!r})"
         if v.shape != tuple(shape):
             return f"np.broadcast_to({v.code}, {tuple(shape)!r})"
@@ -556,7 +555,7 @@ class _Writer:
             real = [v.shape for v in vals if v.scalar is None]
             if "cond" in node.params:
                 real.append(np.shape(node.params["cond"]))
-            actual = np.broadcast_shapes(*real) if real else ()
+            actual = real[0] if len(set(real)) == 1 else np.broadcast_shapes(*real) if real else ()
         else:
             codes = [self.exact(v, x.shape) for v, x in zip(vals, ins)]
             actual = shape
