@@ -212,7 +212,7 @@ _HELPERS = {
     np.add.at(out, key, g)
     return out""",
     "_const": """def _const(dtype, shape, hex_bytes):
-    return np.frombuffer(bytes.fromhex(hex_bytes), dtype=dtype).reshape(shape)""",
+    return np.frombuffer(bytes.fromhex(hex_bytes), dtype=dtype).reshape(shape).copy()  # aligned""",
     "_function_forward": '''class _Context:
     """What a tape.Function's forward leaves for its backward (as tape.Context)."""
 
