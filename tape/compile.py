@@ -386,7 +386,7 @@ class _Writer:
         params: Sequence[tuple[str, Tensor]],
         results: Sequence[tuple[str, Any]],
         tensors: dict[int, Tensor],
-        grad_of: dict[int, Tensor],
+        grad_of: dict[Any, tuple],
         forward_end: int,
         several: bool,
         inplace: bool,
@@ -714,9 +714,9 @@ class _Writer:
         """A readable name: the Tensor's own, ``d`` + the forward value it is the gradient of."""
         if t.name and node.index <= self.forward_end:
             return self.fresh(t.name)
-        fwd = self.grad_of.get(id(t), (None,))[0]
+        fwd = self.grad_of.get(_identity(t), (None,))[0]
         if fwd is not None:
-            base = self.forward_names.get(id(fwd)) or fwd.name
+            base = self.forward_names.get(_identity(fwd)) or fwd.name
             base = base or (fwd.node.op if fwd.node is not None else "v")
             return self.fresh(f"d{base}")
         return None
@@ -729,7 +729,7 @@ class _Writer:
             path, _, lineno = where.rpartition(":")
             comment = f"{node.op}  {os.path.basename(path)}:{lineno}"
         else:
-            fwd = self.grad_of.get(id(self.out_tensor[node]), (None,))[0]
+            fwd = self.grad_of.get(node, (None,))[0]
             comment = node.op if fwd is None else f"{node.op}  (gradient of {self.describe(fwd)})"
         self.lines.append((line, comment))  # type: ignore[arg-type]
         v = self.vals.get(node)
@@ -738,10 +738,10 @@ class _Writer:
             if name not in names:
                 names.append(name)
         if node.index <= self.forward_end and name is not None:
-            self.forward_names[id(self.out_tensor[node])] = name
+            self.forward_names[node] = name
 
     def describe(self, fwd: Tensor) -> str:
-        name = self.forward_names.get(id(fwd)) or fwd.name
+        name = self.forward_names.get(_identity(fwd)) or fwd.name
         return name or (fwd.node.op if fwd.node is not None else "a leaf")
 
     # ---- Functions ----------------------------------------------------------------------
@@ -792,14 +792,14 @@ class _Writer:
         self, order: list, uses: dict, out_tensor: dict, inputs: dict, consumers: dict
     ) -> str:
         self.out_tensor, self.inputs, self.consumers = out_tensor, inputs, consumers
-        self.forward_names: dict[int, str] = {}
+        self.forward_names: dict[Any, str] = {}
         self.contexts: dict[Any, str] = {}
         self.parts: dict[tuple, str] = {}
         self.backward_of = _function_backward_positions(order, inputs)
         names = []
         for name, t in self.params:
             self.vals[id(t)] = _Val(name, t.shape, t.dtype)
-            self.forward_names[id(t)] = name
+            self.forward_names[_identity(t)] = name
             self.used.add(name)
             names.append(name)
         for _, t in self.results:
@@ -983,7 +983,7 @@ def _generate(
     value: tuple[str, Tensor],
     grads: Sequence[tuple[str, Tensor | None, Tensor]],
     hook: _Hook,
-    grad_of: dict[int, Tensor],
+    grad_of: dict[Any, tuple],
     several: bool,
     inplace: bool = True,
 ) -> tuple[str, list[tuple[str, Tensor]], dict[str, type]]:
@@ -1044,16 +1044,16 @@ def _seed(out: Tensor, hook: _Hook) -> Tensor:
     return seed
 
 
-def _watch_gradients(tensors: Sequence[Tensor]) -> tuple[dict[int, Tensor], list]:
+def _watch_gradients(tensors: Sequence[Tensor]) -> tuple[dict[Any, tuple], list]:
     """Hooks that note which recorded gradient is the total of which forward Tensor."""
-    grad_of: dict[int, Tensor] = {}
+    grad_of: dict[Any, tuple] = {}
     handles = []
     for t in tensors:
 
         def note(g: Any, t: Tensor = t) -> None:
-            seen = grad_of.get(id(g))
+            seen = grad_of.get(_identity(g))
             if seen is None or (t.name and not seen[0].name):  # prefer a name the user gave
-                grad_of[id(g)] = (t, g)  # g kept alive: its id stays its own
+                grad_of[_identity(g)] = (t, g)  # g kept alive: its id stays its own
 
         handles.append(t.register_hook(note))
     return grad_of, handles
