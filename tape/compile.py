@@ -394,9 +394,10 @@ class _Writer:
         self.name = name
         self.inplace = inplace
         self.params = list(params)
-        self.results = list(results)  # (name, Tensor or None = zeros of that shape)
+        self.results = list(results)  # (name, Tensor), the value first, then the gradients
+        self.zeros: dict[str, tuple] = {}  # gradients that are zero: name -> (shape, dtype)
         self.tensors = tensors  # id(array) -> Tensor: which array params are traced values
-        self.grad_of = grad_of  # id(gradient Tensor) -> the forward Tensor it is the gradient of
+        self.grad_of = grad_of  # a gradient's identity -> (the forward Tensor it is of, itself)
         self.forward_end = forward_end
         self.several = several
         self.used: set[str] = {"np", "sum", "pow", "max", "min", "abs"}  # keep builtins
@@ -501,7 +502,7 @@ class _Writer:
     def value(self, t: Tensor) -> _Val:
         return self.vals[t.node] if t.node is not None else self.leaf(t)
 
-    def exact(self, v: _Val, shape: tuple, dtype: Any = None) -> str:
+    def exact(self, v: _Val, shape: tuple) -> str:
         """``v`` written with exactly ``shape`` (undoing a broadcast left for later)."""
         if v.scalar is not None:
             literal = _py_literal(v.scalar).removeprefix("(").removesuffix(")")
@@ -1004,7 +1005,7 @@ def _generate(
         several,
         inplace,
     )
-    writer.zeros = {n: (w.shape, w.dtype) for n, g, w in grads if g is None}  # type: ignore[attr-defined]
+    writer.zeros = {n: (w.shape, w.dtype) for n, g, w in grads if g is None}
     if hook.seed is not None:  # ∂value/∂value = 1, a number the generated code folds
         writer.vals[id(hook.seed)] = _Val("", (), hook.seed.dtype, scalar=hook.seed.data[()])
     source = writer.write_all(order, uses, out_tensor, inputs, consumers)
