@@ -667,7 +667,16 @@ def _astype(x: Tensor, dtype: Any) -> Tensor:
     """The same values in ``dtype``; only a floating result stays on the tape."""
     if np.issubdtype(np.dtype(dtype), np.floating):
         return astype(x, dtype)
-    return _wrap(x.data.astype(dtype))  # integers and bools carry no gradient
+    return _no_gradient(np.asarray, x, dtype=dtype)  # integers and bools carry no gradient
+
+
+def _no_gradient(fn: Any, x: Tensor, **kwargs: Any) -> Tensor:
+    """``fn`` on the data, off the tape (tape.compile's trace records it, to recompute it)."""
+    if TRACING.hook is not None:
+        traced = TRACING.hook.untracked(fn, (x,), kwargs)
+        if traced is not None:
+            return traced
+    return _wrap(np.array(fn(x.data, **kwargs)))
 
 
 Tensor.astype = _astype  # type: ignore[attr-defined]
@@ -741,7 +750,7 @@ for _ufunc in (np.logical_and, np.logical_or, np.logical_not, np.bitwise_and, np
     NONDIFF_FUNCTIONS.add(_ufunc)
 Tensor.__and__ = _comparison(np.bitwise_and)  # type: ignore[attr-defined]
 Tensor.__or__ = _comparison(np.bitwise_or)  # type: ignore[attr-defined]
-Tensor.__invert__ = lambda x: _wrap(np.invert(x.data))  # type: ignore[attr-defined]
+Tensor.__invert__ = lambda x: _no_gradient(np.invert, x)  # type: ignore[attr-defined]
 
 # NumPy functions whose result has no gradient (or a zero one): safe to run on the data.
 NONDIFF_FUNCTIONS.update(

@@ -165,6 +165,10 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """A tensor sharing this data, cut from the graph (``requires_grad=False``)."""
+        if TRACING.hook is not None:  # tape.compile: the value is traced, its gradient stops
+            traced = TRACING.hook.untracked(np.asarray, (self,), {})
+            if traced is not None:
+                return traced
         return _wrap(self.data)
 
     def zero_grad(self) -> None:

@@ -318,6 +318,27 @@ def test_trace_error_names_the_line(f, what) -> None:
         tape.compile(f)(np.array([1.0, -2.0, 3.0]))
 
 
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: tape.where(x > 0, x, 0.1 * x).sum(),  # a mask made in the forward
+        lambda x: tape.where(~(x > 0), x, 0.1 * x).sum(),
+        lambda x: (x * x.detach()).sum(),  # the value follows x, the gradient stops
+        lambda x: x[(x > 0).astype(int)].sum(),  # an index computed from x
+        lambda x: x[np.argmax(x)] * x.abs().sum() + x.max(),
+        lambda x: (x.abs() * np.sign(x)).sum(),
+    ],
+    ids=["where", "invert", "detach", "astype-index", "argmax", "sign"],
+)
+def test_values_off_the_tape_are_recomputed_not_frozen(f) -> None:
+    rng = np.random.default_rng(5)
+    step = tape.compile(f)
+    for _ in range(3):  # different signs each call: a frozen mask would show
+        x = rng.standard_normal(6)
+        assert_same(step(x), tape.func.value_and_grad(f)(x), np.float64)
+    assert step.traces == 1
+
+
 def test_control_flow_on_shapes_is_fine() -> None:
     def f(x):
         return x.sum() if x.shape[0] > 2 else (x * x).sum()
