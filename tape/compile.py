@@ -25,8 +25,8 @@ hook in ``tensor.py``, so masks are recomputed on every call, not frozen.
 
 Constants. Python scalars become literals; arrays ``f`` closes over become
 module-level constants of the source (small ones as ``np.array([...])``,
-larger ones as hex bytes decoded once by ``_const``), so ``source`` runs on
-its own. Tensors that require grad and that ``f`` closes over (a model's
+larger ones as views into one block of bytes, written in hex and decoded
+once), so ``source`` runs on its own. Tensors that require grad and that ``f`` closes over (a model's
 parameters) are keyword arguments of the generated function: ``compile``
 passes their current ``.data`` on every call, so an optimizer's updates are
 seen; their defaults in the source are the values at trace time.
@@ -211,8 +211,10 @@ _HELPERS = {
     out = np.zeros(shape, dtype=g.dtype)  # the transpose of x[key]; repeats add up
     np.add.at(out, key, g)
     return out""",
-    "_const": """def _const(dtype, shape, hex_bytes):
-    return np.frombuffer(bytes.fromhex(hex_bytes), dtype=dtype).reshape(shape).copy()  # aligned""",
+    "_const": """def _const(offset, dtype, shape):
+    # a view into _BLOCK, where every larger constant lies side by side (one read stream)
+    size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return _BLOCK[offset : offset + size].view(dtype).reshape(shape)""",
     "_function_forward": '''class _Context:
     """What a tape.Function's forward leaves for its backward (as tape.Context)."""
 
@@ -404,6 +406,8 @@ class _Writer:
         self.helpers: dict[str, None] = {}
         self.constants: dict[tuple, str] = {}
         self.constant_lines: list[str] = []
+        self.block: list[bytes] = []  # the bytes of the larger constants, back to back
+        self.block_size = 0
         self.live: list[tuple[str, Tensor]] = []  # closed-over Tensors: keyword arguments
         self.functions: dict[type, str] = {}
         self.lines: list[str] = []
@@ -441,7 +445,10 @@ class _Writer:
                 value = f"np.array({data.tolist()!r}, dtype={_dtype_code(data.dtype)})"
             else:
                 self.helpers["_const"] = None
-                value = f"_const({data.dtype.str!r}, {data.shape!r}, {data.tobytes().hex()!r})"
+                offset = self.block_size
+                self.block.append(data.tobytes() + bytes(-data.nbytes % 64))  # 64-byte aligned
+                self.block_size += len(self.block[-1])
+                value = f"_const({offset}, {data.dtype.str!r}, {data.shape!r})"
             self.constant_lines.append(f"{name} = {value}")
         return name
 
@@ -853,6 +860,9 @@ class _Writer:
             *(_HELPERS[helper] for helper in self.helpers),
         ]
         constants = list(self.constant_lines)
+        if self.block:
+            blob = b"".join(self.block).hex()
+            constants.insert(0, f'_BLOCK = np.frombuffer(bytes.fromhex("{blob}"), np.uint8).copy()')
         for n, t in self.live:
             constants.append(f"{n} = {defaults[n]}  # {describe(t)}, passed live by tape.compile")
         for cls, n in self.functions.items():
