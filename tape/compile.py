@@ -26,8 +26,9 @@ hook in ``tensor.py``, so masks are recomputed on every call, not frozen.
 Constants. Python scalars become literals; arrays ``f`` closes over become
 module-level constants of the source (small ones as ``np.array([...])``,
 larger ones as views into one block of bytes, written in hex and decoded
-once), so ``source`` runs on its own. Tensors that require grad and that ``f`` closes over (a model's
-parameters) are keyword arguments of the generated function: ``compile``
+once), so ``source`` runs on its own. Tensors that require grad and that
+``f`` closes over (a model's parameters) are keyword arguments of the
+generated function: ``compile``
 passes their current ``.data`` on every call, so an optimizer's updates are
 seen; their defaults in the source are the values at trace time.
 """
