@@ -216,6 +216,26 @@ def mlp_floor_step(X: np.ndarray, Y: np.ndarray, params: list, lr: float = LR) -
     return step, ws
 
 
+def mlp_loss(W1: Any, b1: Any, W2: Any, b2: Any, X: Any, Y: Any) -> Any:
+    """The MLP's loss as a function of its parameters and data, for ``tape.compile``."""
+    return (((X @ W1 + b1).relu() @ W2 + b2 - Y) ** 2).mean()
+
+
+def mlp_compiled_step(X: np.ndarray, Y: np.ndarray, params: list, lr: float = LR) -> tuple:
+    """The train step through ``tape.compile``: generated NumPy, traced once before timing."""
+    ws = [p.copy() for p in params]
+    compiled = tape.compile(mlp_loss, argnums=(0, 1, 2, 3))
+    compiled(*ws, X, Y)  # the trace; timed apart, in the "trace" workload
+
+    def step() -> np.ndarray:
+        loss, grads = compiled(*ws, X, Y)
+        for p, g in zip(ws, grads):
+            p -= lr * g
+        return loss
+
+    return step, ws
+
+
 def mlp_torch_step(X: np.ndarray, Y: np.ndarray, params: list, lr: float = LR) -> tuple:
     x, y = torch.from_numpy(X), torch.from_numpy(Y)
     ws = [torch.tensor(p, requires_grad=True) for p in params]
@@ -307,6 +327,27 @@ def perop_floor(x0: np.ndarray, c: np.ndarray, a: np.ndarray, n_ops: int) -> Rep
     return rep
 
 
+def perop_chain(x: Any, c: np.ndarray, a: np.ndarray, n_ops: int) -> Any:
+    """The per-op chain as a function, summed to a scalar for ``tape.compile``."""
+    h = x
+    for _ in range(n_ops // 4):
+        h = (h * c + a).tanh().relu()
+    return h.sum()
+
+
+def perop_compiled(x0: np.ndarray, c: np.ndarray, a: np.ndarray, n_ops: int) -> Rep:
+    """Forward and backward of the chain through ``tape.compile`` (one extra op: the sum)."""
+    compiled = tape.compile(lambda x: perop_chain(x, c, a, n_ops))
+    compiled(x0)  # the trace; timed apart, in the "trace" workload
+
+    def rep() -> tuple[dict[str, float], Any]:
+        t0 = perf_counter()
+        _, g = compiled(x0)
+        return {"time": (perf_counter() - t0) / n_ops}, g
+
+    return rep
+
+
 def perop_torch(x0: np.ndarray, c: np.ndarray, a: np.ndarray, n_ops: int) -> Rep:
     tc, ta, seed = (
         torch.from_numpy(c),
@@ -368,6 +409,62 @@ def fanout_floor(w0: np.ndarray, cs: list) -> Rep:
         return {"time": perf_counter() - t0}, dw
 
     return rep
+
+
+def fanout_sum(w: Any, cs: list) -> Any:
+    total = w * cs[0]
+    for c in cs[1:]:
+        total = total + w * c
+    return total.sum()
+
+
+def fanout_compiled(w0: np.ndarray, cs: list) -> Rep:
+    """Forward and backward of the fan-out through ``tape.compile`` (compiled code has no
+    separate backward), against ``fanout_floor_both``."""
+    compiled = tape.compile(lambda w: fanout_sum(w, cs))
+    compiled(w0)  # the trace
+
+    def rep() -> tuple[dict[str, float], Any]:
+        t0 = perf_counter()
+        _, g = compiled(w0)
+        return {"time": perf_counter() - t0}, g
+
+    return rep
+
+
+def fanout_floor_both(w0: np.ndarray, cs: list) -> Rep:
+    """The fan-out's forward and backward by hand: the floor for the compiled row."""
+
+    def rep() -> tuple[dict[str, float], Any]:
+        t0 = perf_counter()
+        total = w0 * cs[0]
+        for c in cs[1:]:
+            total += w0 * c
+        total.sum()
+        dw = cs[0].copy()  # g = 1 everywhere: each use contributes its c
+        for c in cs[1:]:
+            dw += c
+        return {"time": perf_counter() - t0}, dw
+
+    return rep
+
+
+def trace_times(sizes: dict, reps: int = 5) -> dict[str, list[float]]:
+    """Seconds from ``tape.compile(f)`` to the first result (trace, write, compile, run)."""
+    s, p = sizes["mlp"], sizes["perop"]
+    X, Y, params = mlp_data(s["batch"], s["n_in"], s["n_hidden"], s["n_out"])
+    x0, c, a = perop_data(p["width"])
+    times: dict[str, list[float]] = {"perop": [], "mlp": []}
+    for _ in range(reps):
+        t0 = perf_counter()
+        tape.compile(lambda x: perop_chain(x, c, a, p["n_ops"]))(x0)
+        t1 = perf_counter()
+        tape.compile(mlp_loss, argnums=(0, 1, 2, 3))(*params, X, Y)
+        t2 = perf_counter()
+        times["perop"].append(t1 - t0)
+        times["mlp"].append(t2 - t1)
+        gc.collect()
+    return times
 
 
 def fanout_torch(w0: np.ndarray, cs: list) -> Rep:
@@ -504,6 +601,7 @@ def child(kind: str, arg: str, sizes: dict) -> dict[str, Any]:
         runners = {
             "engine": mlp_rep(mlp_engine_step, data, s["steps"]),
             "floor": mlp_rep(mlp_floor_step, data, s["steps"]),
+            "compiled": mlp_rep(mlp_compiled_step, data, s["steps"]),
         }
         _with_torch(runners, lambda: mlp_rep(mlp_torch_step, data, s["steps"]))
         return interleave(runners, s["reps"])
@@ -513,15 +611,23 @@ def child(kind: str, arg: str, sizes: dict) -> dict[str, Any]:
         runners = {
             "engine": perop_engine(*data, s["n_ops"]),
             "floor": perop_floor(*data, s["n_ops"]),
+            "compiled": perop_compiled(*data, s["n_ops"]),
         }
         _with_torch(runners, lambda: perop_torch(*data, s["n_ops"]))
         return interleave(runners, s["reps"], warmup=3)
     if kind == "fanout":
         s = sizes["fanout"]
         data = fanout_data(s["width"], s["uses"])
-        runners = {"engine": fanout_engine(*data), "floor": fanout_floor(*data)}
+        runners = {
+            "engine": fanout_engine(*data),
+            "floor": fanout_floor(*data),
+            "compiled": fanout_compiled(*data),
+            "floor_both": fanout_floor_both(*data),
+        }
         _with_torch(runners, lambda: fanout_torch(*data))
         return interleave(runners, s["reps"], warmup=3)
+    if kind == "trace":
+        return trace_times(sizes)
     if kind == "chain":
         s = sizes["chain"]
         # no warm-up repetition: at this size there is nothing left to warm
@@ -626,6 +732,14 @@ def timing_row(
     )
 
 
+def compiled_row(times: dict, key: str, scale: float, target: float | None, note: str = "") -> Row:
+    """The ``tape.compile`` runner of a workload against the same floor, as its own row."""
+    return timing_row(
+        "  tape.compile", {"engine": times["compiled"], "floor": times["floor"]}, key, scale,
+        target, note,
+    )  # fmt: skip
+
+
 def _gc_share(times: dict, part: str, what: str) -> str:
     """What share of the engine's ``part`` the cyclic garbage collector took (best rep)."""
     e = times["engine"]
@@ -645,6 +759,7 @@ def collect(names: list[str], quick: bool) -> list[Row]:
             s = sizes["mlp"]
             label = f"MLP train step {s['batch']}x{s['n_in']}-{s['n_hidden']}-{s['n_out']} f32 (ms)"
             rows.append(timing_row(label, r, "time", 1e3, 1.03))
+            rows.append(compiled_row(r, "time", 1e3, 1.0))
         elif name == "perop":
             r = spawn("perop", "-", quick)
             n = sizes["perop"]["n_ops"]
@@ -653,10 +768,25 @@ def collect(names: list[str], quick: bool) -> list[Row]:
             for part in ("forward", "backward"):
                 label = f"  {part} only (us/op)"
                 rows.append(timing_row(label, r, part, 1e6, None, _gc_share(r, part, part)))
+            rows.append(compiled_row(r, "time", 1e6, 1.1, "fwd+bwd, one more op (the sum)"))
         elif name == "fanout":
             r = spawn("fanout", "-", quick)
             uses = sizes["fanout"]["uses"]
             rows.append(timing_row(f"fan-out, w used {uses}x, backward (ms)", r, "time", 1e3, 1.5))
+            both = {"compiled": r["compiled"], "floor": r["floor_both"]}
+            rows.append(compiled_row(both, "time", 1e3, 1.1, "fwd+bwd, against fwd+bwd by hand"))
+        elif name == "trace":
+            r = spawn("trace", "-", quick)
+            n = sizes["perop"]["n_ops"]
+            for key, label, target in (
+                ("perop", f"tape.compile: trace+compile, {n}-op chain (ms)", 500.0),
+                ("mlp", "tape.compile: trace+compile, MLP step (ms)", 50.0),
+            ):
+                best = min(r[key]) * 1e3
+                median = statistics.median(r[key]) * 1e3
+                rows.append(
+                    Row(label, best, target=target, absolute=True, note=f"median {median:.0f} ms")
+                )
         elif name == "chain":
             s = sizes["chain"]
             big, small = spawn("chain", "-", quick).values()
@@ -818,7 +948,7 @@ def profile_perop(quick: bool) -> None:
     stats.sort_stats("tottime").print_stats(20)
 
 
-WORKLOADS = ("mlp", "perop", "fanout", "chain", "memory", "flat")
+WORKLOADS = ("mlp", "perop", "fanout", "trace", "chain", "memory", "flat")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,9 @@
 from . import func, nn, optim
 from .autodiff import backward, grad
 from .check import gradcheck, gradgradcheck
+from .compile import code, compile
 from .creation import arange, full, ones, ones_like, randn, tensor, zeros, zeros_like
-from .errors import GradcheckError
+from .errors import GradcheckError, TraceError
 from .function import Context, Function
 from .ops import (
     abs,
@@ -92,6 +93,7 @@ __all__ = [
     "Steps",
     "Tape",
     "Tensor",
+    "TraceError",
     "abs",
     "add",
     "arange",
@@ -101,6 +103,8 @@ __all__ = [
     "backward",
     "broadcast_to",
     "clamp",
+    "code",
+    "compile",
     "concatenate",
     "cos",
     "cosh",

@@ -74,6 +74,14 @@ def _html(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
+class TraceError(RuntimeError):
+    """Raised by ``tape.compile`` when ``f`` turns a traced Tensor into a Python value.
+
+    A trace records ops, not values: ``if t > 0:`` or ``float(t)`` would freeze
+    the value seen on the first call into every later one, so the trace refuses.
+    """
+
+
 def normalize_axis_tuple(axis: object, ndim: int, allow_duplicate: bool = False) -> tuple:
     """``axis`` (an int, or a sequence of them, negatives counted from the end) as a tuple.
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import describe, normalize_axis_tuple
 from .function import Op, apply
-from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, UFUNC_OPS, Tensor, wrap
+from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, TRACING, UFUNC_OPS, Tensor, wrap
 
 OPS: dict[str, Op] = {}
 """The public differentiable ops by name: the table tests and docs are checked against."""
@@ -911,7 +911,16 @@ def _astype(x: Tensor, dtype: Any) -> Tensor:
     """The same values in ``dtype``; only a floating result stays on the tape."""
     if np.issubdtype(np.dtype(dtype), np.floating):
         return astype(x, dtype)
-    return wrap(x.data.astype(dtype))  # integers and bools carry no gradient
+    return _no_gradient(np.asarray, x, dtype=dtype)  # integers and bools carry no gradient
+
+
+def _no_gradient(fn: Any, x: Tensor, **kwargs: Any) -> Tensor:
+    """``fn`` on the data, off the tape (tape.compile's trace records it, to recompute it)."""
+    if TRACING.hook is not None:
+        traced = TRACING.hook.untracked(fn, (x,), kwargs)
+        if traced is not None:
+            return traced
+    return wrap(np.asarray(fn(x.data, **kwargs)))
 
 
 Tensor.astype = _astype  # type: ignore[attr-defined]
@@ -936,6 +945,10 @@ FUNCTION_OPS.update(
 
 def _comparison(ufunc: Any) -> Callable[[Any, Any], Tensor]:
     def compare(x: Any, y: Any) -> Tensor:
+        if TRACING.hook is not None:  # tape.compile records what the tape does not
+            traced = TRACING.hook.untracked(ufunc, (x, y), {})
+            if traced is not None:
+                return traced
         x = x.data if isinstance(x, Tensor) else x
         y = y.data if isinstance(y, Tensor) else y
         try:
@@ -961,7 +974,7 @@ for _ufunc in (np.logical_and, np.logical_or, np.logical_not, np.bitwise_and, np
     NONDIFF_FUNCTIONS.add(_ufunc)
 Tensor.__and__ = _comparison(np.bitwise_and)  # type: ignore[attr-defined]
 Tensor.__or__ = _comparison(np.bitwise_or)  # type: ignore[attr-defined]
-Tensor.__invert__ = lambda x: wrap(np.invert(x.data))  # type: ignore[attr-defined]
+Tensor.__invert__ = lambda x: _no_gradient(np.invert, x)  # type: ignore[attr-defined]
 
 # NumPy functions whose result has no gradient (or a zero one): safe to run on the data.
 NONDIFF_FUNCTIONS.update(

@@ -7,6 +7,7 @@ registration attaches each op to ``Tensor`` as a method and operator, and
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,20 @@ UFUNC_OPS: dict[Any, Callable[..., Any]] = {}
 FUNCTION_OPS: dict[Any, Callable[..., Any]] = {}
 # NumPy functions whose result carries no gradient, so running them on the data is safe.
 NONDIFF_FUNCTIONS: set[Any] = set()
+
+
+class _Tracing(threading.local):
+    """``tape.compile``'s hook while it traces in this thread (``None`` otherwise).
+
+    It sees values about to leave the tape: a Tensor turned into a Python value
+    (``to_python``, which raises ``TraceError``) and results of NumPy functions and
+    comparisons the tape does not record (``untracked``, which records them).
+    """
+
+    hook: Any = None
+
+
+TRACING = _Tracing()
 
 
 class Tensor:
@@ -128,6 +143,8 @@ class Tensor:
 
     def item(self) -> Any:
         """The single element as a Python number."""
+        if TRACING.hook is not None:
+            TRACING.hook.to_python(self, "t.item()")
         if self.data.size != 1:
             raise ValueError(
                 f"item: only a tensor with one element converts to a Python number, "
@@ -136,6 +153,8 @@ class Tensor:
         return self.data.item()
 
     def tolist(self) -> Any:
+        if TRACING.hook is not None:
+            TRACING.hook.to_python(self, "t.tolist()")
         return self.data.tolist()
 
     def detach(self) -> Tensor:
@@ -144,6 +163,10 @@ class Tensor:
         It shares the buffer, so an in-place change through it is a change of
         this tensor too, and backward refuses a VJP that would read the old value.
         """
+        if TRACING.hook is not None:  # tape.compile: the value is traced, its gradient stops
+            traced = TRACING.hook.untracked(np.asarray, (self,), {})
+            if traced is not None:
+                return traced
         return wrap(self.data)
 
     def zero_grad(self) -> None:
@@ -165,12 +188,18 @@ class Tensor:
             yield self[i]  # type: ignore[index]
 
     def __bool__(self) -> bool:
+        if TRACING.hook is not None:
+            TRACING.hook.to_python(self, "bool(t) (an `if` or `while` on a Tensor)")
         return bool(self.data)
 
     def __float__(self) -> float:
+        if TRACING.hook is not None:
+            TRACING.hook.to_python(self, "float(t)")
         return float(self.item())
 
     def __int__(self) -> int:
+        if TRACING.hook is not None:
+            TRACING.hook.to_python(self, "int(t)")
         return int(self.item())
 
     __hash__ = object.__hash__  # comparisons return Tensors; identity stays the hash
@@ -297,6 +326,10 @@ def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
             "same name if there is one (see docs/ops.md), compute on t.detach() if no "
             "gradient should flow, or write a tape.Function with its backward"
         )
+    if TRACING.hook is not None:
+        traced = TRACING.hook.untracked(fn, args, kwargs)
+        if traced is not None:
+            return traced
     result = fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
     written = kwargs.get("out", ())
     written = written if isinstance(written, tuple) else (written,)

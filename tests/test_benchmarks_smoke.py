@@ -84,3 +84,28 @@ def test_forward_passes(bench):
     result = bench.forward_passes(data, passes=3)
     floor = ((np.maximum(X @ W1 + b1, 0) @ W2 + b2 - Y) ** 2).mean()
     np.testing.assert_allclose(result["loss"], floor, rtol=1e-5)
+
+
+def test_compiled_runners_compute_what_the_floor_computes(bench):
+    data = bench.mlp_data(batch=8, n_in=12, n_hidden=6, n_out=3)
+    _, compiled = bench.mlp_rep(bench.mlp_compiled_step, data, 3)()
+    _, floor = bench.mlp_rep(bench.mlp_floor_step, data, 3)()
+    for c, f in zip(_updates(data[2], compiled, bench.LR), _updates(data[2], floor, bench.LR)):
+        np.testing.assert_allclose(c, f, rtol=1e-3, atol=1e-4)
+    x0, c, a = bench.perop_data(width=5)
+    _, compiled = bench.perop_compiled(x0, c, a, n_ops=40)()
+    _, floor = bench.perop_floor(x0, c, a, n_ops=40)()
+    np.testing.assert_allclose(compiled, floor, rtol=1e-12)
+    w0, cs = bench.fanout_data(width=6, uses=7)
+    _, compiled = bench.fanout_compiled(w0, cs)()
+    _, floor = bench.fanout_floor_both(w0, cs)()
+    np.testing.assert_allclose(compiled, floor, rtol=1e-12)
+
+
+def test_trace_times_are_measured(bench):
+    sizes = {
+        "mlp": {"batch": 8, "n_in": 12, "n_hidden": 6, "n_out": 3},
+        "perop": {"width": 5, "n_ops": 40},
+    }
+    times = bench.trace_times(sizes, reps=1)
+    assert set(times) == {"perop", "mlp"} and all(len(t) == 1 and t[0] > 0 for t in times.values())

@@ -39,7 +39,14 @@ def run(name: str, *args: str, cwd: Path) -> str:
     return done.stdout
 
 
-MINE = {"linear_backward", "fastai_backprop", "why_accumulate", "custom_function", "train_mlp"}
+MINE = {
+    "linear_backward",
+    "fastai_backprop",
+    "why_accumulate",
+    "custom_function",
+    "train_mlp",
+    "train_digits_compiled",
+}
 
 
 @pytest.mark.parametrize(
@@ -110,3 +117,20 @@ def test_train_mlp(tmp_path: Path) -> None:
     assert f"loss curve written to {png}" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000  # a real plot, not an empty canvas
+
+
+def test_train_digits_compiled(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "sklearn",
+        reason="train_digits_compiled.py needs scikit-learn, from the examples extra: "
+        "pip install -e '.[examples]'",
+    )
+    out = run("train_digits_compiled.py", cwd=tmp_path)
+    assert "compiled == eager: parameters after 1290 steps differ by at most" in out
+    worst = float(re.search(r"differ by at most (\S+)$", out, re.M).group(1))
+    assert worst < 1e-9
+    assert "traces: 2 (one per batch shape" in out
+    assert re.search(r"^time per step: eager \d+ us, compiled \d+ us \(", out, re.M), out
+    found = re.search(r"^test accuracy: (\d\.\d+) \(stated: at least 0\.95\)$", out, re.M)
+    assert found and float(found.group(1)) >= 0.95, out
+    assert "dW1 = X.T @ dmatmul" in out and "dX" not in out  # the data gets no gradient

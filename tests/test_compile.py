@@ -1,0 +1,357 @@
+"""tape.compile and tape.code: generated NumPy agrees with the engine, and says what it does.
+
+Every op of the op table, random DAGs with fan-out and broadcasting, float64
+and float32: the compiled step returns what ``tape.func.value_and_grad``
+returns, on the inputs it was traced with and on fresh ones of the same
+shapes (which is what catches a value frozen into the code). The generated
+source runs without tape; what a trace cannot see raises ``TraceError``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import traceback
+
+import numpy as np
+import pytest
+from hypothesis import given
+from op_specs import SPECS
+from test_hypothesis import SETTINGS, programs, run
+
+import tape
+from tape.cli import seed_network
+from tape.compile import FORMS
+from tape.ops import OPS
+
+TOLERANCE = {np.float64: 1e-12, np.float32: 1e-12}  # the same arithmetic, in the same order
+
+
+def assert_same(compiled: tuple, eager: tuple, dtype: type) -> None:
+    """``(value, grads)`` pairs agree: same shapes and dtypes, values to the dtype's tolerance."""
+    tol = TOLERANCE[dtype]
+    (v1, g1), (v2, g2) = compiled, eager
+    np.testing.assert_allclose(v1, v2, rtol=tol, atol=tol)
+    g1 = g1 if isinstance(g1, tuple) else (g1,)
+    g2 = g2 if isinstance(g2, tuple) else (g2,)
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        assert isinstance(a, np.ndarray)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+# ---- every op of the op table -------------------------------------------------------------
+
+
+def _cases() -> list:
+    cases = []
+    for spec in SPECS:
+        for i, kw in enumerate(spec.grid):
+            cases.append(pytest.param(spec, kw, None, id=f"{spec.name}-grid{i}"))
+        for i, shapes in enumerate(spec.broadcast):
+            cases.append(pytest.param(spec, {}, shapes, id=f"{spec.name}-bcast{i}"))
+    return cases
+
+
+def test_every_op_has_a_code_form() -> None:
+    assert set(OPS) <= set(FORMS), f"no code form in tape/compile.py for {set(OPS) - set(FORMS)}"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("spec", "kw", "shapes"), _cases())
+def test_op_compiled_equals_value_and_grad(spec, kw, shapes, dtype) -> None:
+    rng = np.random.default_rng(0)
+    xs = [x.astype(dtype) for x in spec.sample(rng, shapes)]
+    weights = rng.standard_normal(np.shape(spec.ref(*xs, **kw))).astype(dtype)
+
+    def f(*ts):
+        return (spec.call(*ts, **kw) * weights).sum()  # every output entry weighs differently
+
+    argnums = tuple(range(len(xs)))
+    step = tape.compile(f, argnums)
+    reference = tape.func.value_and_grad(f, argnums)
+    assert_same(step(*xs), reference(*xs), dtype)
+    fresh = [x.astype(dtype) for x in spec.sample(rng, shapes)]  # new values, same shapes
+    assert_same(step(*fresh), reference(*fresh), dtype)
+    assert step.traces == 1
+
+
+SPECIALS = [
+    pytest.param(s, sp, id=f"{s.name}-{i}") for s in SPECS for i, sp in enumerate(s.special)
+]
+
+
+@pytest.mark.parametrize(("spec", "special"), SPECIALS)
+def test_op_compiled_at_kinks_and_ties(spec, special) -> None:
+    xs = [np.asarray(x, dtype=np.float64) for x in special.inputs]
+
+    def f(*ts):
+        return spec.call(*ts, **special.kwargs).sum()
+
+    argnums = tuple(range(len(xs)))
+    _, grads = tape.compile(f, argnums)(*xs)
+    for g, expected in zip(grads, special.grads):
+        np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-12, err_msg=special.why)
+
+
+# ---- random DAGs with fan-out and broadcasting --------------------------------------------
+
+
+@SETTINGS
+@given(programs())
+def test_random_dags_compiled_equal_value_and_grad(case) -> None:
+    leaves, program = case
+    argnums = tuple(range(len(leaves)))
+
+    def f(*xs):
+        return run(program, list(xs)).sum()
+
+    for dtype in (np.float64, np.float32):
+        xs = [leaf.astype(dtype) for leaf in leaves]
+        step = tape.compile(f, argnums)
+        assert_same(step(*xs), tape.func.value_and_grad(f, argnums)(*xs), dtype)
+        shifted = [np.tanh(x + 0.5).astype(dtype) for x in xs]
+        assert_same(step(*shifted), tape.func.value_and_grad(f, argnums)(*shifted), dtype)
+
+
+# ---- the seed network and the MLP ---------------------------------------------------------
+
+
+def seed_loss(W, b, X, y):
+    z = X @ W + b
+    z.name = "z"
+    return ((z.relu() - y) ** 2).mean()
+
+
+def seed_data(dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    X, W = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))
+    b, y = rng.standard_normal(2), rng.standard_normal((4, 2))
+    return [a.astype(dtype) for a in (W, b, X, y)]
+
+
+def test_seed_network_reads_like_the_hand_derivation() -> None:
+    W, b, X, y = seed_data()
+    source = tape.compile(seed_loss, argnums=(0, 1)).source(W, b, X, y)
+    assert "dW = X.T @ dz" in source
+    assert "db = dz.sum(axis=0)" in source
+    assert "dX" not in source  # X is data: nobody asked for its gradient
+    imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
+    assert imports == ["import numpy as np"]
+    assert "# matmul  test_compile.py:" in source  # op and the user's line
+
+
+def test_seed_source_runs_with_numpy_only() -> None:
+    W, b, X, y = seed_data()
+    step = tape.compile(seed_loss, argnums=(0, 1))
+    namespace = {"np": np}
+    exec(step.source(W, b, X, y), namespace)
+    value, (dW, db) = namespace["seed_loss_value_and_grad"](W, b, X, y)
+    expected_value, (eW, eb) = tape.func.value_and_grad(seed_loss, argnums=(0, 1))(W, b, X, y)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+    np.testing.assert_allclose(dW, eW, rtol=1e-12)
+    np.testing.assert_allclose(db, eb, rtol=1e-12)
+
+
+def test_seed_source_runs_where_tape_cannot_be_imported(tmp_path) -> None:
+    net = seed_network()
+    source = tape.code(net["loss"])
+    script = tmp_path / "run_generated.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['tape'] = None  # importing tape now fails\n"
+        "import numpy as np\n"
+        f"{source}\n"
+        "rng = np.random.default_rng(0)\n"
+        "X, W = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))\n"
+        "b, y = rng.standard_normal(2), rng.standard_normal((4, 2))\n"
+        "value, grads = value_and_grad(X, W, b, y)\n"
+        "print(repr(float(value)))\n"
+        "for g in grads:\n"
+        "    print(g.tobytes().hex())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    lines = done.stdout.split()
+    net["loss"].backward()
+    assert float(lines[0]) == pytest.approx(float(net["loss"].data), rel=1e-12)
+    for line, name in zip(lines[1:], ("X", "W", "b")):
+        got = np.frombuffer(bytes.fromhex(line)).reshape(net[name].shape)
+        np.testing.assert_allclose(got, net[name].grad, rtol=1e-12, atol=1e-15)
+
+
+def test_code_of_a_recorded_graph() -> None:
+    net = seed_network()
+    source = tape.code(net["loss"])
+    for line in ("dW = X.T @ dz", "db = dz.sum(axis=0)", "dX = dz @ W.T", "a = np.maximum(z, 0)"):
+        assert line in source, source
+    only_w = tape.code(net["loss"], inputs=[net["W"]])
+    assert "dW = X.T @ dz" in only_w and "dX" not in only_w and "db" not in only_w
+    net["loss"].backward()  # releases the graph
+    with pytest.raises(RuntimeError, match="released"):
+        tape.code(net["loss"])
+
+
+def mlp_loss(W1, b1, W2, b2, X, Y):
+    return (((X @ W1 + b1).relu() @ W2 + b2 - Y) ** 2).mean()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mlp_step_no_gradient_for_the_data(dtype) -> None:
+    rng = np.random.default_rng(1)
+    shapes = [(64, 32), (32,), (32, 10), (10,), (128, 64), (128, 10)]
+    args = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    step = tape.compile(mlp_loss, argnums=(0, 1, 2, 3))
+    assert_same(step(*args), tape.func.value_and_grad(mlp_loss, (0, 1, 2, 3))(*args), dtype)
+    source = step.source(*args)
+    assert "dX" not in source and "W1.T" not in source  # no dX = dZ W1ᵀ
+
+
+def test_cross_entropy_with_integer_targets_follows_the_targets() -> None:
+    loss_fn = tape.nn.CrossEntropyLoss()
+
+    def f(W, X, labels):
+        return loss_fn(X @ W, labels)
+
+    rng = np.random.default_rng(2)
+    W, X = rng.standard_normal((5, 3)), rng.standard_normal((8, 5))
+    step = tape.compile(f)
+    for labels in (rng.integers(0, 3, 8), rng.integers(0, 3, 8)):
+        assert_same(step(W, X, labels), tape.func.value_and_grad(f)(W, X, labels), np.float64)
+    assert step.traces == 1
+
+
+# ---- caching and retracing ---------------------------------------------------------------------
+
+
+def test_traces_once_per_shapes_and_dtypes() -> None:
+    step = tape.compile(lambda x, y: (x * y).sum())
+    a, b = np.ones(3), np.arange(3.0)
+    step(a, b)
+    step(a + 1, b * 2)
+    assert step.traces == 1
+    step(np.ones(4), np.ones(4))  # new shapes
+    assert step.traces == 2
+    step(a.astype(np.float32), b.astype(np.float32))  # new dtypes
+    assert step.traces == 3
+    step(a, b)  # the first signature again: cached
+    assert step.traces == 3
+
+
+def test_python_scalars_are_fixed_per_trace() -> None:
+    step = tape.compile(lambda x, k: (x**k).sum())
+    x = np.array([1.0, 2.0])
+    assert step(x, 2)[1].tolist() == [2.0, 4.0]
+    assert step(x, 3)[1].tolist() == [3.0, 12.0]
+    assert step(x, 2)[1].tolist() == [2.0, 4.0]
+    assert step.traces == 2
+
+
+def test_closed_over_parameters_are_read_on_each_call() -> None:
+    model = tape.nn.Linear(3, 2, seed=0)
+    step = tape.compile(lambda x: model(x).tanh().sum())
+    x = np.random.default_rng(3).standard_normal((4, 3))
+    first = step(x)[1]
+    with tape.no_grad():
+        model.weight.data *= 2  # an optimizer step, say
+    again = step(x)[1]
+    assert_same((step(x)[0], again), tape.func.value_and_grad(lambda x: model(x).tanh().sum())(x),
+                np.float64)  # fmt: skip
+    assert not np.allclose(first, again)
+    assert step.traces == 1
+
+
+def test_results_are_fresh_writable_arrays() -> None:
+    step = tape.compile(lambda x, y: (x + y).sum(), argnums=(0, 1))
+    x = np.ones(3)
+    _, (dx, dy) = step(x, x)
+    assert dx is not dy and dx.flags.writeable and not np.shares_memory(dx, dy)
+    dx += 1  # the caller owns it
+    assert dy.tolist() == [1.0, 1.0, 1.0] and x.tolist() == [1.0, 1.0, 1.0]
+
+
+# ---- custom Functions -------------------------------------------------------------------------
+
+
+class Lin(tape.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved
+        return grad @ w.T, x.T @ grad
+
+
+def test_custom_function_is_called_through_its_own_forward_and_backward() -> None:
+    def f(w, b, x):
+        return (Lin.apply(x, w) + b).tanh().sum()
+
+    rng = np.random.default_rng(4)
+    args = [rng.standard_normal((3, 2)), rng.standard_normal(2), rng.standard_normal((4, 3))]
+    step = tape.compile(f, argnums=(0, 1))
+    assert_same(step(*args), tape.func.value_and_grad(f, (0, 1))(*args), np.float64)
+    source = step.source(*args)
+    assert "_function_forward(Lin, x, w)" in source and "_function_backward(Lin" in source
+
+
+# ---- what a trace cannot see ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("f", "what"),
+    [
+        (lambda x: x.sum() * float(x.sum()), "float"),
+        (lambda x: x.sum() * int(x.sum()), "int"),
+        (lambda x: x.sum() * x.sum().item(), "item"),
+        (lambda x: x.sum() * len(x.tolist()), "tolist"),
+        (lambda x: x.sum() if x.sum() > 0 else -x.sum(), "bool"),
+        (lambda x: x[x > 0].sum(), "boolean mask"),
+    ],
+)
+def test_trace_error_names_the_line(f, what) -> None:
+    with pytest.raises(tape.TraceError, match=rf"{what}.*test_compile\.py:\d+|test_compile\.py"):
+        tape.compile(f)(np.array([1.0, -2.0, 3.0]))
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: tape.where(x > 0, x, 0.1 * x).sum(),  # a mask made in the forward
+        lambda x: tape.where(~(x > 0), x, 0.1 * x).sum(),
+        lambda x: (x * x.detach()).sum(),  # the value follows x, the gradient stops
+        lambda x: x[(x > 0).astype(int)].sum(),  # an index computed from x
+        lambda x: x[np.argmax(x)] * x.abs().sum() + x.max(),
+        lambda x: (x.abs() * np.sign(x)).sum(),
+    ],
+    ids=["where", "invert", "detach", "astype-index", "argmax", "sign"],
+)
+def test_values_off_the_tape_are_recomputed_not_frozen(f) -> None:
+    rng = np.random.default_rng(5)
+    step = tape.compile(f)
+    for _ in range(3):  # different signs each call: a frozen mask would show
+        x = rng.standard_normal(6)
+        assert_same(step(x), tape.func.value_and_grad(f)(x), np.float64)
+    assert step.traces == 1
+
+
+def test_control_flow_on_shapes_is_fine() -> None:
+    def f(x):
+        return x.sum() if x.shape[0] > 2 else (x * x).sum()
+
+    step = tape.compile(f)
+    assert step(np.ones(3))[1].tolist() == [1.0, 1.0, 1.0]
+    assert step(np.ones(2))[1].tolist() == [2.0, 2.0]
+
+
+def test_a_traceback_inside_generated_code_shows_the_line() -> None:
+    step = tape.compile(lambda x: x.log().sum())
+    step(np.ones(2))
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError) as info:
+        step(np.zeros(2))
+    text = "".join(traceback.format_exception(info.value))
+    assert "<tape.compile:" in text and "np.log(x)" in text
