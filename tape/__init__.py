@@ -10,7 +10,7 @@
 
 from . import func, nn, optim
 from .autodiff import backward, grad
-from .check import gradcheck, gradgradcheck
+from .check import GraphCheck, RecordCheck, check_graph, gradcheck, gradgradcheck
 from .compile import code, compile
 from .creation import arange, full, ones, ones_like, randn, tensor, zeros, zeros_like
 from .errors import GradcheckError, TraceError
@@ -88,7 +88,9 @@ __all__ = [
     "Context",
     "Function",
     "GradcheckError",
+    "GraphCheck",
     "Node",
+    "RecordCheck",
     "Step",
     "Steps",
     "Tape",
@@ -102,6 +104,7 @@ __all__ = [
     "arctan",
     "backward",
     "broadcast_to",
+    "check_graph",
     "clamp",
     "code",
     "compile",

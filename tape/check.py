@@ -10,17 +10,20 @@ it forgot, read from the ``+=`` ledger of the analytic pass.
 
 from __future__ import annotations
 
+import html
 import inspect
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .autodiff import grad, run_vjp
+from .autodiff import grad, key_of, run_vjp, unbroadcast
 from .errors import GradcheckError, describe, where_recorded
 from .function import Context, Function
 from .ops import concatenate
+from .record import GradMode, Node, reachable
 from .tensor import Tensor
 
 _SEED = 20_011_986  # an arbitrary seed for the projection v, fixed so a check is repeatable
@@ -427,3 +430,273 @@ def gradgradcheck(
             numeric=e.numeric,
             rows=e.rows,
         ) from None
+
+
+# ---- check_graph: every record's VJP on its own ------------------------------------------
+
+
+class RecordCheck:
+    """One record of ``check_graph``: its VJP against finite differences of its own forward.
+
+    ``op``, ``index`` (the tape index) and ``where`` (the user's ``file:line``)
+    name the record; ``error`` is the largest ``|analytic − numeric|`` over its
+    inputs, ``ok`` whether every entry was within ``atol + rtol·|numeric|``.
+    For a wrong record, ``input`` (its argument position), ``label``,
+    ``entry`` (the worst index), ``analytic``, ``numeric`` and ``diagnosis``
+    describe the worst entry of the first input that fails.
+    """
+
+    __slots__ = (
+        "op",
+        "index",
+        "where",
+        "error",
+        "ok",
+        "input",
+        "label",
+        "entry",
+        "analytic",
+        "numeric",
+        "diagnosis",
+        "checked",
+    )
+
+    def __init__(self, op: str, index: int, where: str) -> None:
+        self.op, self.index, self.where = op, index, where
+        self.error = 0.0
+        self.ok = True
+        self.input: int | None = None
+        self.label = ""
+        self.entry: tuple = ()
+        self.analytic = self.numeric = float("nan")
+        self.diagnosis = ""
+        self.checked = 0  # how many inputs had a gradient to check
+
+    @property
+    def problem(self) -> str:
+        """The wrong entry in words (``""`` when the record is right)."""
+        if self.ok:
+            return ""
+        if not self.entry and np.isnan(self.analytic):  # a shape, not a value, is wrong
+            return f"{self.op} (recorded at {self.where}): {self.diagnosis}"
+        text = (
+            f"{self.op} (recorded at {self.where}), its argument {self.input} ({self.label}) "
+            f"at index {self.entry}: analytic {self.analytic:.10g} vs numeric "
+            f"{self.numeric:.10g} (differ by {abs(self.analytic - self.numeric):.3g})"
+        )
+        return text + (f"; {self.diagnosis}" if self.diagnosis else "")
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else "WRONG"
+        return (
+            f"<RecordCheck {self.op}#{self.index} at {self.where}: {state}, error {self.error:.3g}>"
+        )
+
+
+class GraphCheck(Sequence):
+    """What ``check_graph`` found: one ``RecordCheck`` per record, oldest first.
+
+    Truthy when every VJP agrees with its forward; ``str`` starts with the
+    first wrong record (op, input, line, worst entry), then lists them all;
+    ``wrong`` holds the ones that disagree. Shows as a table in Jupyter.
+    """
+
+    def __init__(self, rows: list[RecordCheck], atol: float, rtol: float) -> None:
+        self.rows = rows
+        self.atol, self.rtol = atol, rtol
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.rows[i]
+
+    def __bool__(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    @property
+    def wrong(self) -> list[RecordCheck]:
+        """The records whose VJP disagrees with finite differences, oldest first."""
+        return [r for r in self.rows if not r.ok]
+
+    def summary(self) -> str:
+        wrong = self.wrong
+        if not wrong:
+            return (
+                f"check_graph: all {len(self.rows)} records' VJPs agree with finite "
+                "differences of their forward"
+            )
+        more = f" ({len(wrong)} of {len(self.rows)} records are wrong)" if len(wrong) > 1 else ""
+        return _wrap(f"check_graph: the VJP of {wrong[0].problem}{more}")
+
+    def __str__(self) -> str:
+        header = ("#", "op", "recorded at", "worst error", "")
+        rows = [
+            (str(r.index), r.op, r.where, f"{r.error:.3g}", "ok" if r.ok else "WRONG")
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(
+                c.rjust(w) if i in (0, 3) else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            ).rstrip()
+            for row in [header, *rows]
+        ]
+        return "\n".join([self.summary(), "", *lines])
+
+    def __repr__(self) -> str:
+        return f"<GraphCheck: {len(self.rows)} records, {len(self.wrong)} wrong>"
+
+    def _repr_html_(self) -> str:
+        head = "".join(
+            f"<th>{h}</th>" for h in ("#", "op", "recorded at", "worst error", "", "what is wrong")
+        )
+        body = []
+        for r in self.rows:
+            style = "" if r.ok else ' style="background:#fde2e2"'
+            cells = (
+                str(r.index),
+                f"<code>{_html(r.op)}</code>",
+                f"<code>{_html(r.where)}</code>",
+                f"{r.error:.3g}",
+                "ok" if r.ok else "<b>WRONG</b>",
+                "" if r.ok else _html(r.problem.split(": ", 1)[-1]),
+            )
+            body.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        return (
+            f'<div class="tape-check-graph"><p>{_html(self.summary())}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        )
+
+
+def check_graph(
+    output: Tensor, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3
+) -> GraphCheck:
+    """Check every record behind ``output`` on its own: its VJP against its own forward.
+
+    ``gradcheck`` says *whether* a function's gradient is wrong; in a graph of
+    twenty ops this says *which* op's backward is. The forward values are
+    recomputed oldest first from the leaves and constants; then, at the values
+    each record saw, its VJP applied to a fixed random ``v`` is compared with
+    central differences of ``<v, forward(inputs)>``, input by input, in
+    float64. Custom ``Function`` records are checked the same way. The graph
+    must not have been released (build it again, or ``backward(retain_graph=True)``).
+
+    Returns a ``GraphCheck``: one row per record (op, line, worst error),
+    falsy when a VJP disagrees, its text naming the first wrong record.
+
+    >>> x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    >>> bool(tape.check_graph((x * x.tanh()).sum()))
+    True
+    """
+    if not isinstance(output, Tensor):
+        raise TypeError(f"check_graph: output must be a Tensor, got {type(output).__name__}")
+    if output.node is None:
+        raise ValueError(
+            f"check_graph: {output._label()} was made by no recorded op, so there is no "
+            "backward to check; build it from tensors with requires_grad=True"
+        )
+    records = reachable([output.node])
+    released = next((n for n in records if n.released), None)
+    if released is not None:
+        raise RuntimeError(
+            f"check_graph: the graph of {output._label()} was released by "
+            f"{released.released} ({released.op!r}, recorded at {where_recorded(released)}, "
+            "no longer has the values its VJP reads); build the graph again, or call "
+            "backward(retain_graph=True)"
+        )
+    rng = np.random.default_rng(_SEED)
+    values: dict[Node, Any] = {}
+    rows = []
+    with GradMode(False):
+        for node in records:
+            arrays = [
+                values[p] if type(p) is Node else p.data if isinstance(p, Tensor) else p
+                for p in node.parents
+            ]
+            values[node] = out = np.asarray(_forward(node, arrays))
+            rows.append(_check_record(node, arrays, out, rng, eps, atol, rtol))
+    return GraphCheck(rows, atol, rtol)
+
+
+def _forward(node: Any, arrays: Sequence[Any]) -> Any:
+    """Run a record's forward again; a custom Function gets a fresh context."""
+    params = node.params
+    if isinstance(params.get("ctx"), Context):
+        params = {**params, "ctx": Context()}
+    return node.primitive.forward(*arrays, **params)
+
+
+def _check_record(
+    node: Any,
+    arrays: list,
+    out: np.ndarray,
+    rng: np.random.Generator,
+    eps: float,
+    atol: float,
+    rtol: float,
+) -> RecordCheck:
+    row = RecordCheck(node.op, node.index, where_recorded(node))
+    v = rng.standard_normal(out.shape)
+    parts = run_vjp(node, v.astype(out.dtype) if out.dtype.kind == "f" else v)
+    inputs = node.inputs
+    for position, (parent, part) in enumerate(zip(node.parents, parts)):
+        if part is None or key_of(parent) is None:
+            continue
+        x = np.asarray(arrays[position])
+        if x.dtype.kind not in "fc":
+            continue
+        row.checked += 1
+        label = _argument_label(inputs[position], x)
+        analytic = np.asarray(part.data if isinstance(part, Tensor) else part, dtype=np.float64)
+        try:
+            analytic = np.asarray(unbroadcast(analytic, x.shape, node.op, position))
+        except ValueError:
+            if row.ok:
+                row.ok, row.input, row.label = False, position, label
+                row.diagnosis = (
+                    f"its VJP returned a gradient of shape {analytic.shape} for its argument "
+                    f"{position} ({label}), which no sum brings to the input's shape {x.shape}"
+                )
+            row.error = float("inf")
+            continue
+        numeric = _numeric(node, arrays, position, v, eps)
+        diff = np.abs(analytic - numeric)
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        row.error = max(row.error, float(diff.max(initial=0.0)))
+        excess = diff - (atol + rtol * np.abs(numeric))
+        if excess.size and excess.max() > 0 and row.ok:
+            worst = np.unravel_index(np.argmax(excess), excess.shape)
+            row.ok, row.input, row.label = False, position, label
+            row.entry = tuple(map(int, worst))
+            row.analytic, row.numeric = float(analytic[worst]), float(numeric[worst])
+            row.diagnosis = diagnose(analytic, numeric, atol, rtol)
+    return row
+
+
+def _numeric(node: Any, arrays: list, position: int, v: np.ndarray, eps: float) -> np.ndarray:
+    """Central differences of ``<v, forward(...)>`` in input ``position``, in float64."""
+    args = list(arrays)
+    x = np.array(arrays[position], dtype=np.float64)
+    args[position] = x
+    numeric = np.empty(x.shape)
+    for idx in np.ndindex(x.shape):
+        saved = x[idx]
+        x[idx] = saved + eps
+        up = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
+        x[idx] = saved - eps
+        down = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
+        x[idx] = saved
+        numeric[idx] = (up - down) / (2 * eps)
+    return numeric
+
+
+def _argument_label(t: Any, x: np.ndarray) -> str:
+    name = f"'{t.name}' " if getattr(t, "name", None) else ""
+    return f"{name}{describe(x)}"
+
+
+def _html(text: str) -> str:
+    """Escape for HTML; `code` in backticks becomes <code>."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
