@@ -8,18 +8,19 @@ records from the results back and writes one line of NumPy per record::
 
     z = X @ W                      # matmul  seed.py:7
     ...
-    dz = dsub * greater            # mul     (the VJP of relu: g * (x > 0))
+    dz = dsub * greater            # mul     (the VJP of relu: g * (out > 0))
     dW = X.T @ dz                  # matmul
     db = dz.sum(axis=0)            # sum     (un-broadcasting b)
 
 Each primitive therefore needs only the code form of its *forward* (the
 ``FORMS`` table below); the derivative formulas are the engine's own, read
-off the tape. The source is compiled once per input shapes and dtypes and
-cached, so later calls run straight-line NumPy with no tape at all.
+off the tape. The source is compiled once per input shapes, dtypes and layouts
+(C-contiguous or not) and cached, so later calls run straight-line NumPy with no
+tape at all.
 
 What a trace cannot see it refuses (``TraceError``) instead of freezing:
 turning a traced Tensor into a Python value (``float(t)``, ``if t > 0:``).
-Comparisons and NumPy functions the tape does not record (``x > 0`` inside
+Comparisons and NumPy functions the tape does not record (``out > 0`` inside
 relu's VJP, ``np.sign`` inside abs's) are recorded while tracing, through one
 hook in ``tensor.py``, so masks are recomputed on every call, not frozen.
 
@@ -251,10 +252,27 @@ def _function_backward(function, ctx, g):
 _OPERAND = object()  # a clamp bound that is one of the record's inputs
 
 
+def _param_code(v: Any) -> str:
+    """A parameter (an axis, an ``ord``, a ``ddof``, a string) as source that evaluates to it.
+
+    ``repr`` alone is not source for every value: ``inf`` and ``nan`` are no names.
+    """
+    if isinstance(v, bool | np.bool_) or v is None or isinstance(v, str):
+        return repr(v if not isinstance(v, np.bool_) else bool(v))
+    if isinstance(v, int | float | np.integer | np.floating):
+        return _py_literal(v)
+    if isinstance(v, tuple | list):
+        inner = ", ".join(_param_code(x) for x in v)
+        if isinstance(v, list):
+            return f"[{inner}]"
+        return f"({inner}{',' if len(v) == 1 else ''})"
+    return repr(v)
+
+
 def _axis_code(axis: Any) -> str:
     if isinstance(axis, list | tuple) and len(axis) == 1:
         axis = axis[0]
-    return repr(tuple(axis) if isinstance(axis, list) else axis)
+    return _param_code(tuple(axis) if isinstance(axis, list) else axis)
 
 
 def _reduce_args(p: dict) -> str:
@@ -275,7 +293,7 @@ def _value_code(v: Any) -> str:
         return v.__name__
     if isinstance(v, np.dtype) or (isinstance(v, type) and issubclass(v, np.generic)):
         return _dtype_code(v)
-    return repr(v)
+    return _param_code(v)
 
 
 def _form(node: Any, a: list[str], p: dict) -> str:
@@ -297,14 +315,14 @@ def _form(node: Any, a: list[str], p: dict) -> str:
         hi = next(rest) if p.get("max") is _OPERAND else p.get("max")
         return f"np.clip({a[0]}, {lo}, {hi})"
     if op in ("prod", "var", "std"):
-        ddof = f", ddof={p['ddof']!r}" if p.get("ddof") else ""
+        ddof = f", ddof={_param_code(p['ddof'])}" if p.get("ddof") else ""
         args = _reduce_args(p)
         return f"np.{op}({a[0]}{', ' + args if args else ''}{ddof})"
     if op == "logsumexp":
         return f"_logsumexp({a[0]}, {_axis_code(p['axis'])}, {bool(p.get('keepdims'))})"
     if op == "norm":
         return (
-            f"np.linalg.norm({a[0]}, ord={p['ord']!r}, axis={_axis_code(p['axis'])}, "
+            f"np.linalg.norm({a[0]}, ord={_param_code(p['ord'])}, axis={_axis_code(p['axis'])}, "
             f"keepdims={bool(p.get('keepdims'))})"
         )
     if op in ("cumsum", "flip", "squeeze"):
@@ -316,7 +334,8 @@ def _form(node: Any, a: list[str], p: dict) -> str:
     if op in ("dot", "outer"):
         return f"np.{op}({a[0]}, {a[1]})"
     if op == "einsum":
-        return f"np.einsum({p['subscripts']!r}, {', '.join(a)})"
+        optimize = ", optimize=True" if len(a) > 2 else ""  # as the engine's forward
+        return f"np.einsum({p['subscripts']!r}, {', '.join(a)}{optimize})"
     if op in ("sum", "mean", "max", "min"):
         return f"{a[0]}.{op}({_reduce_args(p)})"
     if op in ("softmax", "log_softmax"):
@@ -372,7 +391,7 @@ class _Val:
     for arrays the generated code allocated, the ones it may overwrite.
     """
 
-    __slots__ = ("code", "shape", "dtype", "root", "scalar", "own")
+    __slots__ = ("code", "shape", "dtype", "root", "scalar", "own", "weak", "ordered")
 
     def __init__(
         self,
@@ -382,12 +401,19 @@ class _Val:
         root: int | None = None,
         scalar: Any = None,
         own: bool = False,
+        weak: bool = False,
+        ordered: bool = False,
     ) -> None:
         self.code, self.shape, self.dtype = code, tuple(shape), np.dtype(dtype)
         self.root, self.scalar, self.own = root, scalar, own
+        self.weak = weak  # a Python number the op was given: NumPy lets the array's dtype win
+        # known to lie in memory in C order (or to have one axis longer than 1, where every
+        # layout is the same): the layout NumPy gives the result of an op on it
+        self.ordered = ordered or sum(n > 1 for n in self.shape) <= 1
 
 
-_HELPER_CALL = re.compile(r"\b(_sigmoid|_softmax|_log_softmax|_scatter|_scatter_add)\(")
+# a line that calls a helper brings the helper's definition into the source
+_HELPER_CALL = re.compile(rf"\b({'|'.join(sorted(_HELPERS, key=len, reverse=True))})\(")
 _IDENT = re.compile(r"[^0-9a-zA-Z_]")
 INPLACE_MIN = 1  # ndim >= 1: np.generic scalars cannot be written into
 OUT_MIN = 4096  # entries from which np.op(..., out=buffer) beats allocating a new array
@@ -400,6 +426,18 @@ def _identifier(name: str) -> str:
     if keyword.iskeyword(name) or name in ("np", "self"):
         name += "_"
     return name
+
+
+def _layout(data: np.ndarray) -> tuple[tuple, tuple]:
+    """How ``data`` lies in memory: ``(perm, flips)`` with ``data`` equal, layout and all, to
+    ``np.flip(base.transpose(argsort(perm)), flips)`` for the C-contiguous
+    ``base = np.flip(data, flips).transpose(perm)``; ``(identity, ())`` for C order.
+    """
+    longer = [i for i, n in enumerate(data.shape) if n > 1]  # axes of length 1: any stride
+    perm = list(range(data.ndim))
+    for slot, axis in zip(longer, sorted(longer, key=lambda i: -abs(data.strides[i]))):
+        perm[slot] = axis
+    return tuple(perm), tuple(i for i in longer if data.strides[i] < 0)
 
 
 def _uniform(data: np.ndarray) -> bool:
@@ -441,6 +479,7 @@ class _Writer:
         self.results = list(results)  # (name, Tensor), the value first, then the gradients
         self.zeros: dict[str, tuple] = {}  # gradients that are zero: name -> (shape, dtype)
         self.tensors = tensors  # id(array) -> Tensor: which array params are traced values
+        self.numbers: dict[int, Any] = {}  # id(input Tensor) -> the Python number it stands for
         self.grad_of = grad_of  # a gradient's identity -> (the forward Tensor it is of, itself)
         self.forward_end = forward_end
         self.several = several
@@ -479,18 +518,26 @@ class _Writer:
         data = np.asarray(data)
         if data.dtype.kind not in "biufc":
             raise TraceError(f"tape.compile: cannot write a constant of dtype {data.dtype}")
-        key = (data.dtype.str, data.shape, data.tobytes())
+        perm, flips = _layout(data)
+        key = (data.dtype.str, data.shape, data.tobytes(), perm, flips)
         name = self.constants.get(key)
         if name is None:
             name = self.constants[key] = self.fresh(f"c{len(self.constants)}")
-            if data.size <= 16 and (data.dtype.kind != "f" or np.isfinite(data).all()):
-                value = f"np.array({data.tolist()!r}, dtype={_dtype_code(data.dtype)})"
+            # laid out in memory as the array was (Fortran order, a transpose, a flip): NumPy
+            # gives the results of ops on it the same layout, and sums them in that order
+            base = np.ascontiguousarray(np.flip(data, flips).transpose(perm))
+            if base.size <= 16 and (base.dtype.kind != "f" or np.isfinite(base).all()):
+                value = f"np.array({base.tolist()!r}, dtype={_dtype_code(base.dtype)})"
             else:
                 self.helpers["_const"] = None
                 offset = self.block_size
-                self.block.append(data.tobytes() + bytes(-data.nbytes % 64))  # 64-byte aligned
+                self.block.append(base.tobytes() + bytes(-base.nbytes % 64))  # 64-byte aligned
                 self.block_size += len(self.block[-1])
-                value = f"_const({offset}, {data.dtype.str!r}, {data.shape!r})"
+                value = f"_const({offset}, {base.dtype.str!r}, {base.shape!r})"
+            if perm != tuple(range(data.ndim)):
+                value += f".transpose({tuple(int(i) for i in np.argsort(perm))!r})"
+            if flips:
+                value = f"np.flip({value}, axis={flips!r})"
             self.constant_lines.append(f"{name} = {value}")
         return name
 
@@ -499,14 +546,17 @@ class _Writer:
         found = self.vals.get(id(t))
         if found is not None:
             return found
-        if t.requires_grad:  # closed over by f: read live on each call
+        if id(t) in self.numbers:  # a Python number in f's code (or a VJP's, as mean's count)
+            val = _Val("", (), t.dtype, scalar=self.numbers[id(t)], weak=True)
+        elif t.requires_grad:  # closed over by f: read live on each call
             name = self.fresh(t.name or f"p{len(self.live)}")
             self.live.append((name, t))
             val = _Val(name, t.shape, t.dtype)
         elif t.ndim == 0 or _uniform(t.data):  # a broadcast number: left to its consumer
             val = _Val("", (), t.dtype, scalar=t.data.flat[0] if t.size else t.data[()])
         else:
-            val = _Val(self.constant(t.data), t.shape, t.dtype)
+            ordered = _layout(t.data) == (tuple(range(t.ndim)), ())
+            val = _Val(self.constant(t.data), t.shape, t.dtype, ordered=ordered)
         self.vals[id(t)] = val
         return val
 
@@ -553,6 +603,8 @@ class _Writer:
 
     def exact(self, v: _Val, shape: tuple) -> str:
         """``v`` written with exactly ``shape`` (undoing a broadcast left for later)."""
+        if v.weak and shape == ():
+            return _py_literal(v.scalar)  # as the engine's op was given it
         if v.scalar is not None:
             literal = _py_literal(v.scalar).removeprefix("(").removesuffix(")")
             code = f"np.{'bool_' if v.dtype.kind == 'b' else v.dtype.name}({literal})"
@@ -561,21 +613,41 @@ class _Writer:
             return f"np.broadcast_to({v.code}, {tuple(shape)!r})"
         return v.code
 
-    def operand(self, v: _Val, node: Any, vals: list[_Val], out_dtype: Any) -> str:
-        """``v`` as an operand of an elementwise op: a scalar may be a plain literal."""
-        if v.scalar is None:
-            return v.code
-        literal = _py_literal(v.scalar)
-        if node.op in _COMPARISONS:
-            return literal
-        others = [w.dtype for w in vals if w is not v and w.scalar is None]
+    def operands(self, vals: list[_Val]) -> list[str]:
+        """``vals`` as the operands of an elementwise op, computing in the engine's dtype.
+
+        A Python number the engine was given is written as one (NumPy lets the
+        other operand's dtype win, as it did then); a number with a dtype (a
+        folded value, a uniform constant) is written as a plain literal only
+        where that changes nothing: the promotion still gives the engine's dtype.
+        """
+        if all(v.scalar is None for v in vals):
+            return [v.code for v in vals]
+        # what NumPy promotes: a dtype per array or typed scalar, a Python number as itself
+        kinds: list[Any] = [np.asarray(v.scalar).item() if v.weak else v.dtype for v in vals]
         try:
-            weak = np.result_type(*others, np.asarray(v.scalar).item())
+            engine = np.result_type(*kinds)
         except TypeError:
-            weak = None
-        if weak == out_dtype:
-            return literal  # a Python number takes the other operand's dtype, as here
-        return self.exact(v, ())
+            engine = None
+        arrays = any(v.scalar is None for v in vals)
+        for i, v in enumerate(vals):
+            if v.scalar is None or v.weak or not arrays or engine is None:
+                continue
+            kinds[i] = np.asarray(v.scalar).item()  # try it as a literal
+            try:
+                same = np.result_type(*kinds) == engine
+            except TypeError:
+                same = False
+            if not same:
+                kinds[i] = v.dtype
+        return [
+            v.code
+            if v.scalar is None
+            else _py_literal(v.scalar)
+            if not isinstance(k, np.dtype)
+            else self.exact(v, ())
+            for v, k in zip(vals, kinds)
+        ]
 
     # ---- one record -------------------------------------------------------------------
     def emit(self, node: Any, t: Tensor, uses: int) -> None:
@@ -601,7 +673,7 @@ class _Writer:
                 p["keepdims"], shape = False, squeezed  # x.sum(axis, keepdims=True).reshape(s)
                 t = self.out_tensor[self.consumers[node][0]]  # named as the reshape's result
         if op in _ELEMENTWISE:
-            codes = [self.operand(v, node, vals, dtype) for v in vals]
+            codes = self.operands(vals)
             real = [v.shape for v in vals if v.scalar is None]
             if "cond" in node.params:
                 real.append(np.shape(node.params["cond"]))
@@ -621,7 +693,7 @@ class _Writer:
                 if name is not None:  # the buffer gets the value's name, then the update
                     line = f"{name} = {v.code}; {name} {_AUGMENTED[op]} {other}"
                 name = name or v.code
-                self.vals[node] = _Val(name, shape, dtype, v.root, own=True)
+                self.vals[node] = _Val(name, shape, dtype, v.root, own=True, ordered=True)
                 self.write(line, node, name)
                 self.consume(vals)
                 self.pending[v.root] = uses
@@ -634,19 +706,46 @@ class _Writer:
             args = ", ".join(codes) if op != "relu" else f"{codes[0]}, 0"
             ufunc = _UFUNCS["maximum" if op == "relu" else op]
             expr = f"{ufunc}({args}, out={v.code})"
-            self.vals[node] = _Val(name, shape, dtype, v.root, own=True)
+            self.vals[node] = _Val(name, shape, dtype, v.root, own=True, ordered=True)
             self.write(f"{name} = {expr}", node, name)
             self.consume(vals)
             self.pending[v.root] = uses
             return
         if name is None:
             name = self.fresh(op)
-        root = next(self.roots) if op not in _VIEWS else self.root_of(vals)
-        self.vals[node] = _Val(name, actual, dtype, root, own=op not in _VIEWS)
+        fresh = _fresh(node)
+        root = next(self.roots) if fresh else self.root_of(vals)
+        ordered = self.ordered(node, vals, actual)
+        self.vals[node] = _Val(name, actual, dtype, root, own=fresh, ordered=ordered)
         if root is not None:
             self.pending[root] = self.pending.get(root, 0) + uses
         self.write(f"{name} = {expr}", node, name)
         self.consume(vals)
+
+    def ordered(self, node: Any, vals: list[_Val], actual: tuple) -> bool:
+        """Whether ``node``'s result is known to be laid out in C order.
+
+        Writing into a buffer keeps the buffer's layout; the engine's result of
+        the same op has NumPy's, which is C order as soon as one operand of the
+        full shape is in C order. A later sum adds in memory order, so the two
+        agree to the bit only when the buffer is in C order too (an einsum's
+        result may be in Fortran order; ``x.T`` is a Fortran-order view).
+        """
+        op, arrays = node.op, [v for v in vals if v.scalar is None]
+        fn = node.params.get("fn")
+        if fn is not None and not isinstance(fn, np.ufunc):  # np.asarray: x itself
+            return bool(arrays) and arrays[0].ordered
+        if op in _ELEMENTWISE or op in ("sigmoid", "softmax", "log_softmax") or fn is not None:
+            return any(v.ordered and v.shape == tuple(actual) for v in arrays)
+        if op in ("dot", "outer", "index_add") or (op == "matmul" and len(actual) <= 2):
+            return True  # NumPy allocates these in C order
+        if op in _REDUCTIONS or op in ("matmul", "concatenate", "stack"):
+            return all(v.ordered for v in arrays)
+        if op in ("reshape", "squeeze", "expand_dims", "split", "broadcast_to", "flip"):
+            return bool(arrays) and arrays[0].ordered  # a view keeps the order of its strides
+        if op == "getitem" and _basic(node.params["key"]):
+            return bool(arrays) and arrays[0].ordered
+        return False
 
     def root_of(self, vals: list[_Val]) -> int | None:
         return vals[0].root if vals and vals[0].scalar is None else None
@@ -680,6 +779,7 @@ class _Writer:
         for i, v in enumerate(vals):
             if (
                 v.own
+                and v.ordered
                 and v.root is not None
                 and v.shape == tuple(shape)
                 and v.dtype == dtype
@@ -695,12 +795,9 @@ class _Writer:
             return None
         v = vals[0]
         if all(w.scalar is not None for w in vals) and "cond" not in p and "key" not in p:
-            try:  # every operand a constant number: fold it (the record kept the value)
-                data = np.asarray(self.out_tensor[node].data)
-            except Exception:
-                data = None
-            if data is not None and data.size:  # numbers in, so one number out, broadcast
-                return _Val("", (), data.dtype, scalar=data.flat[0])
+            folded = self.fold(node, vals)
+            if folded is not None:
+                return folded
         if op in ("pow", "mul") and len(vals) == 2:
             for one, x in ((1, 0), (0, 1)) if op == "mul" else ((1, 0),):
                 k = vals[one]
@@ -722,6 +819,33 @@ class _Writer:
             if axes is None or tuple(axes) == (1, 0):
                 return _Val(f"{v.code}.T", shape, dtype, v.root)
         return None
+
+    def fold(self, node: Any, vals: list[_Val]) -> _Val | None:
+        """Every operand a constant number: the result, one number (broadcast by its consumer).
+
+        An elementwise op is run here, on the numbers as the engine had them (a
+        Python number as one, a typed number with its dtype), so the folded value
+        is the engine's to the bit; for any other op only a value still held
+        (and uniform) is read back, since the record keeps no output.
+        """
+        p = node.params
+        if node.op in _ELEMENTWISE or isinstance(p.get("fn"), np.ufunc):
+            args = [v.scalar if v.weak else np.asarray(v.scalar, dtype=v.dtype) for v in vals]
+            try:
+                with np.errstate(all="ignore"):
+                    data = np.asarray(node.primitive.forward(*args, **p))
+            except Exception:
+                return None
+        else:
+            try:
+                data = np.asarray(self.out_tensor[node].data)
+            except Exception:  # freed: nothing holds the value any more
+                return None
+            if data.size != 1 and not _uniform(data):
+                return None  # a cumsum or concatenate of numbers is no number
+        if data.size == 0 or data.dtype != np.dtype(node.dtype):
+            return None
+        return _Val("", (), data.dtype, scalar=data.flat[0])
 
     def squeezed(self, node: Any) -> tuple | None:
         """The shape without the summed axes, if the one consumer reshapes to exactly that."""
@@ -745,12 +869,7 @@ class _Writer:
         if "key" in p:
             key = p["key"]
             if node.op == "index_add":
-                parts = key if isinstance(key, tuple) else (key,)
-                p["basic"] = all(
-                    isinstance(k, int | slice | type(None) | type(Ellipsis) | np.integer)
-                    or (isinstance(k, np.ndarray) and k.dtype == bool)
-                    for k in parts
-                )
+                p["basic"] = _basic(key)
             p["key"] = self.key_code(key, node)
         if "cond" in p:
             p["cond"] = self.array_code(p["cond"])
@@ -811,7 +930,7 @@ class _Writer:
         if kind == "forward":
             vals = [self.value(x) for x in ins]
             codes = [self.exact(v, x.shape) for v, x in zip(vals, ins)]
-            kw = "".join(f", {k}={v!r}" for k, v in node.params.items() if k != "ctx")
+            kw = "".join(f", {k}={_param_code(v)}" for k, v in node.params.items() if k != "ctx")
             name = self.name_for(node, t) or self.fresh(node.op.lower())
             ctx = self.fresh(f"ctx_{name}")
             self.contexts[node] = ctx
@@ -850,8 +969,9 @@ class _Writer:
         self.parts: dict[tuple, str] = {}
         self.backward_of = _function_backward_positions(order, inputs)
         names = []
-        for name, t in self.params:
-            self.vals[id(t)] = _Val(name, t.shape, t.dtype)
+        for name, t in self.params:  # a C-contiguous argument: so are all calls' (_cache_key)
+            ordered = self.inplace and t.data.flags.c_contiguous
+            self.vals[id(t)] = _Val(name, t.shape, t.dtype, ordered=ordered)
             self.forward_names[_identity(t)] = name
             self.used.add(name)
             names.append(name)
@@ -921,7 +1041,38 @@ class _Writer:
         return self.constant(t.data) if t.ndim else f"np.asarray({_py_literal(t.data)})"
 
 
-_VIEWS = {"reshape", "transpose", "getitem", "broadcast_to"}
+# ops whose code form always returns a new array, one the generated code may overwrite;
+# anything else (reshape, squeeze, flip, a slice, a one-operand einsum, np.asarray) may be
+# a view of its first operand, so it shares that operand's buffer and is never written into
+_FRESH = {
+    *_BINARY, *_UNARY, *_COMPARISONS, "neg", "relu", "sigmoid", "clamp", "sum", "mean", "max",
+    "min", "prod", "var", "std", "logsumexp", "norm", "cumsum", "softmax", "log_softmax", "dot",
+    "outer", "index_add", "concatenate", "stack", "where", "maximum", "minimum", "astype",
+}  # fmt: skip
+
+
+_REDUCTIONS = {
+    "sum", "mean", "max", "min", "prod", "var", "std", "logsumexp", "norm", "cumsum",
+}  # fmt: skip
+
+
+def _basic(key: Any) -> bool:
+    """An index of ints, slices, ``None``, ``...`` (and boolean masks): each entry once."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(
+        isinstance(k, int | slice | type(None) | type(Ellipsis) | np.integer)
+        or (isinstance(k, np.ndarray) and k.dtype == bool)
+        for k in parts
+    )
+
+
+def _fresh(node: Any) -> bool:
+    """Whether ``node``'s code form allocates its result (never a view of an operand)."""
+    if "fn" in node.params:  # a NumPy function the trace recorded: ufuncs allocate
+        return isinstance(node.params["fn"], np.ufunc)
+    if node.op == "einsum":  # of one operand NumPy may return a view ("ji", "ii->i")
+        return len(node.parents) > 1
+    return node.op in _FRESH
 
 
 def _function_backward_positions(order: list, inputs: dict) -> dict:
@@ -1023,6 +1174,24 @@ def _collect(
     return order, uses, out_tensor, inputs, consumers
 
 
+_PYTHON_NUMBERS = (bool, int, float, complex)
+
+
+def _numbers(order: list, inputs: dict) -> dict[int, Any]:
+    """The inputs that were Python numbers when the op ran: ``id(input Tensor) -> number``.
+
+    ``node.inputs`` wraps a constant in a Tensor, which gives it a dtype (``24`` becomes
+    int64); the op itself was given the Python number, which NumPy promotes weakly
+    (``float32 / 24`` is float32). The record's ``parents`` keep the number as it was.
+    """
+    found = {}
+    for node in order:
+        for parent, t in zip(node.parents, inputs[node]):
+            if type(parent) in _PYTHON_NUMBERS:
+                found[id(t)] = parent
+    return found
+
+
 def _arrays_in(value: Any) -> list:
     if isinstance(value, np.ndarray):
         return [value]
@@ -1061,6 +1230,7 @@ def _generate(
         inplace,
     )
     writer.zeros = {n: (w.shape, w.dtype) for n, g, w in grads if g is None}
+    writer.numbers = _numbers(order, inputs)
     if hook.seed is not None:  # ∂value/∂value = 1, a number the generated code folds
         writer.vals[id(hook.seed)] = _Val("", (), hook.seed.dtype, scalar=hook.seed.data[()])
     source = writer.write_all(order, uses, out_tensor, inputs, consumers)
@@ -1218,7 +1388,8 @@ def _cache_key(args: Sequence[Any], positions: tuple[int, ...]) -> tuple:
     for i, a in enumerate(args):
         if i in positions or _is_array(a):
             data = np.asarray(a.data if isinstance(a, Tensor) else a)
-            key.append((data.shape, data.dtype.str))
+            # the layout too: the code may write into buffers laid out like the arguments
+            key.append((data.shape, data.dtype.str, data.flags.c_contiguous))
         else:
             try:
                 hash(a)

@@ -62,7 +62,7 @@ def test_every_op_has_a_code_form() -> None:
 @pytest.mark.parametrize(("spec", "kw", "shapes"), _cases())
 def test_op_compiled_equals_value_and_grad(spec, kw, shapes, dtype) -> None:
     rng = np.random.default_rng(0)
-    xs = [x.astype(dtype) for x in spec.sample(rng, shapes)]
+    xs = [x.astype(dtype) for x in spec.sample(rng, shapes, kw)]
     weights = rng.standard_normal(np.shape(spec.ref(*xs, **kw))).astype(dtype)
 
     def f(*ts):
@@ -72,7 +72,7 @@ def test_op_compiled_equals_value_and_grad(spec, kw, shapes, dtype) -> None:
     step = tape.compile(f, argnums)
     reference = tape.func.value_and_grad(f, argnums)
     assert_same(step(*xs), reference(*xs), dtype)
-    fresh = [x.astype(dtype) for x in spec.sample(rng, shapes)]  # new values, same shapes
+    fresh = [x.astype(dtype) for x in spec.sample(rng, shapes, kw)]  # new values, same shapes
     assert_same(step(*fresh), reference(*fresh), dtype)
     assert step.traces == 1
 
@@ -221,6 +221,65 @@ def test_cross_entropy_with_integer_targets_follows_the_targets() -> None:
     for labels in (rng.integers(0, 3, 8), rng.integers(0, 3, 8)):
         assert_same(step(W, X, labels), tape.func.value_and_grad(f)(W, X, labels), np.float64)
     assert step.traces == 1
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda x: x.squeeze(),
+        lambda x: x.expand_dims(0),
+        lambda x: x.flip(0),
+        lambda x: tape.split(x, 2)[1],
+        lambda x: x.reshape(2, 3),
+        lambda x: x.T,
+        lambda x: x[1:],
+        lambda x: x.broadcast_to((2, 6, 1)),
+        lambda x: tape.einsum("ij->ji", x),
+        lambda x: x.detach() + 0 * x,
+    ],
+    ids=["squeeze", "expand_dims", "flip", "split", "reshape", "T", "slice", "broadcast_to",
+         "einsum", "detach"],
+)  # fmt: skip
+def test_views_of_the_arguments_are_never_written_into(view) -> None:
+    x = np.arange(1.0, 7.0).reshape(6, 1)
+
+    def f(x):
+        return ((view(x) * 3.0 + 1.0) * 2.0).sum()
+
+    kept = x.copy()
+    value, grad = tape.compile(f)(x)
+    assert np.array_equal(x, kept)  # a view shares x's memory: writing into it writes x
+    assert_same((value, grad), tape.func.value_and_grad(f)(x), np.float64)
+
+
+def test_arguments_in_fortran_order_give_the_engine_s_bits() -> None:
+    def f(x, y):
+        return ((x * 2.0 + y) * 3.0).sum()  # written into a buffer, then summed
+
+    rng = np.random.default_rng(6)
+    step = tape.compile(f, argnums=(0, 1))
+    for _ in range(20):  # a sum in another order differs in the last bit, now and then
+        x = np.asfortranarray(rng.standard_normal((5, 7)).astype(np.float32))
+        y = rng.standard_normal((5, 7)).astype(np.float32)
+        compiled, eager = step(x, y), tape.func.value_and_grad(f, (0, 1))(x, y)
+        assert compiled[0] == eager[0] and all(
+            np.array_equal(g, h) for g, h in zip(compiled[1], eager[1])
+        )
+        assert_same(step(np.ascontiguousarray(x), y), tape.func.value_and_grad(f, (0, 1))(x, y),
+                    np.float32)  # fmt: skip
+    assert step.traces == 2  # one per layout: C order writes in place, Fortran order not
+
+
+def test_python_numbers_stay_python_numbers() -> None:
+    # mean's VJP divides by the count, a Python int: NumPy keeps float32 for float32 / 12,
+    # where float32 / np.int64(12) would be float64
+    step = tape.compile(lambda x: (x.mean() * x).sum())
+    x = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    value, grad = step(x)
+    assert value.dtype == grad.dtype == np.float32
+    assert_same((value, grad), tape.func.value_and_grad(lambda x: (x.mean() * x).sum())(x),
+                np.float32)  # fmt: skip
+    assert "np.int64" not in step.source(x)
 
 
 # ---- caching and retracing ---------------------------------------------------------------------
