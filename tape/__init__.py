@@ -78,7 +78,7 @@ from .ops import (
     where,
 )
 from .record import Node, Tape, detect_anomaly, enable_grad, get_tape, is_grad_enabled, no_grad
-from .teaching import Step, Steps, render_steps, trace_backward
+from .teaching import Step, Steps, StepsPage, render_steps, show_steps, trace_backward
 from .tensor import Tensor
 from .viz import render, scope, to_dot, to_networkx
 
@@ -93,6 +93,7 @@ __all__ = [
     "RecordCheck",
     "Step",
     "Steps",
+    "StepsPage",
     "Tape",
     "Tensor",
     "TraceError",
@@ -160,6 +161,7 @@ __all__ = [
     "render_steps",
     "reshape",
     "scope",
+    "show_steps",
     "sigmoid",
     "sign",
     "sin",

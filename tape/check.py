@@ -637,7 +637,9 @@ def _check_record(
     atol: float,
     rtol: float,
 ) -> RecordCheck:
-    row = RecordCheck(node.op, node.index, where_recorded(node))
+    from .teaching import user_line  # teaching sits above check in the import order
+
+    row = RecordCheck(node.op, node.index, user_line(node))
     v = rng.standard_normal(out.shape)
     parts = run_vjp(node, v.astype(out.dtype) if out.dtype.kind == "f" else v)
     inputs = node.inputs
@@ -650,6 +652,17 @@ def _check_record(
         row.checked += 1
         label = _argument_label(inputs[position], x)
         analytic = np.asarray(part.data if isinstance(part, Tensor) else part, dtype=np.float64)
+        if "ctx" in node.params and analytic.shape != x.shape and row.ok:
+            # a Function must return its input's shape; backward() would sum it back silently
+            row.ok, row.input, row.label = False, position, label
+            fix = _sum_code(_grad_name(node.op), analytic.shape, x.shape)
+            row.diagnosis = (
+                f"its backward returned a gradient of shape {analytic.shape} for its argument "
+                f"{position} ({label}), whose shape is {x.shape}"
+                + (f": it is missing the sum over the batch — return {fix}" if "`" in fix else "")
+            )
+            row.error = float("inf")
+            continue
         try:
             analytic = np.asarray(unbroadcast(analytic, x.shape, node.op, position))
         except ValueError:

@@ -20,6 +20,9 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
+import sys
+import sysconfig
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +34,7 @@ from .autodiff import FLOW_LIMIT, Observer, key_of, make_pullback, observe, run,
 from .errors import describe, where_recorded
 from .record import GradMode, Node, reachable
 from .tensor import Tensor
-from .viz import build_dot, format_array, pipe, summed_axes, to_networkx
+from .viz import build_dot, format_array, label_key, pipe, summed_axes, to_networkx
 
 
 def _snapshot(value: Any) -> Any:
@@ -115,6 +118,61 @@ class Step:
         )
 
 
+class Explanation(str):
+    """What ``steps.explain(t)`` returns: the text itself (a ``str``), and a table in Jupyter.
+
+    ``print(e)`` and ``str(e)`` give the readable lines; at the end of a
+    notebook cell it shows as a table, one row per contribution. ``rows``
+    holds the cells: pass, step, op, where it was recorded, argument,
+    contribution, how it was added, the gradient after.
+    """
+
+    rows: list[tuple[str, ...]]
+
+    def __new__(cls, text: str, rows: list[tuple[str, ...]]) -> Explanation:
+        self = super().__new__(cls, text)
+        self.rows = rows
+        return self
+
+    def __repr__(self) -> str:  # a console shows the lines, not one quoted string with \n
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        head, *rest = str(self).split("\n")
+        if not self.rows:
+            return f"<p>{html.escape(head)}</p>"
+        notes = [line for line in rest if not line.startswith("  ")]
+        header = ("pass", "step", "from", "recorded at", "arg", "contribution", "", "after")
+        caption = " ".join([head, *notes])
+        return _html_table(header, self.rows, caption, right={0, 1, 4}, code={2, 5, 7})
+
+
+def _html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    caption: str,
+    right: set[int] = frozenset(),  # type: ignore[assignment]
+    code: set[int] = frozenset(),  # type: ignore[assignment]
+) -> str:
+    """A small escaped HTML table; cells in ``code`` columns in monospace."""
+
+    def cell(tag: str, i: int, text: str) -> str:
+        style = ' style="text-align: right"' if i in right else ""
+        body = html.escape(text)
+        if tag == "td" and i in code and text:
+            body = f"<code>{body}</code>"
+        return f"<{tag}{style}>{body}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
+    )
+    return (
+        f'<div class="tape-table"><p>{html.escape(caption)}</p><table>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
+
+
 class Steps(Sequence, Observer):
     """The ledger a ``trace_backward`` block fills: one ``Step`` per ``+=``, in order.
 
@@ -186,21 +244,29 @@ class Steps(Sequence, Observer):
         return label
 
     # ---- words ----------------------------------------------------------------------------
-    def explain(self, tensor: Tensor) -> str:
-        """Where did ``tensor``'s gradient come from? Each contribution, its op, its pass."""
+    def explain(self, tensor: Tensor) -> Explanation:
+        """Where did ``tensor``'s gradient come from? Each contribution, its op, its pass.
+
+        Returns an ``Explanation``: a ``str`` of readable lines (``print`` it),
+        shown as a table in Jupyter.
+        """
         name = f"{self.label(tensor)} ({describe(tensor)})"
         steps = self.of(tensor)
         key = _key(tensor)
         seeded = [i for i, (outs, _) in enumerate(self.calls, 1) if any(k is key for k in outs)]
         if not steps and not seeded:
-            return f"{name} received no gradient in the {len(self.calls)} traced pass(es)."
+            return Explanation(
+                f"{name} received no gradient in the {len(self.calls)} traced pass(es).", []
+            )
         lines = [f"{name} received {len(steps)} contribution(s):"]
+        rows: list[tuple[str, ...]] = []
         for call in range(1, len(self.calls) + 1):
             mine = [s for s in steps if s.call == call]
             if call in seeded:
                 outs, seeds = self.calls[call - 1]
                 seed = seeds[next(i for i, k in enumerate(outs) if k is key)]
                 lines.append(f"  pass {call}: the seed {format_array(seed)} (backward starts here)")
+                rows.append((str(call), "", "the seed", "", "", format_array(seed), "", ""))
             for s in mine:
                 node = s.node
                 how = "first, kept as is" if s.grad_before is None else "+="
@@ -210,17 +276,28 @@ class Steps(Sequence, Observer):
                     f"(recorded at {where_recorded(node)}), as its argument {s.position}: "
                     f"{format_array(s.contribution)}{note} ({how}) → {format_array(s.grad_after)}"
                 )
+                rows.append(
+                    (
+                        str(call),
+                        str(s.number),
+                        f"{node.op}#{node.index}",
+                        user_line(node),
+                        str(s.position),
+                        format_array(s.contribution) + note,
+                        how,
+                        format_array(s.grad_after),
+                    )
+                )
             if mine:
                 lines.append(f"  total in pass {call}: {format_array(mine[-1].grad_after)}")
         if tensor.node is None and tensor.requires_grad and len(self.calls) > 1:
             lines.append(
                 "Each pass starts from nothing; backward() then adds the pass's total into .grad."
             )
-        return "\n".join(lines)
+        return Explanation("\n".join(lines), rows)
 
-    def __str__(self) -> str:
-        if not self._steps:
-            return f"(no += recorded in {len(self.calls)} backward pass(es))"
+    def _table(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+        """The ledger's header and one row of cells per ``+=`` (``str`` and HTML share it)."""
         count: dict[tuple[int, Tensor], int] = {}
         for s in self._steps:
             count[s.call, s.key] = count.get((s.call, s.key), 0) + 1
@@ -250,6 +327,12 @@ class Steps(Sequence, Observer):
                     "; ".join(notes),
                 )
             )
+        return header, rows
+
+    def __str__(self) -> str:
+        if not self._steps:
+            return f"(no += recorded in {len(self.calls)} backward pass(es))"
+        header, rows = self._table()
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         right = {0, 1, 3}
 
@@ -261,6 +344,17 @@ class Steps(Sequence, Observer):
             return "  ".join(cells).rstrip()
 
         return "\n".join([line(header), *(line(r) for r in rows)])
+
+    def _repr_html_(self) -> str:
+        """The ledger as a table in Jupyter: one row per ``+=``."""
+        if not self._steps:
+            return f"<p>{html.escape(str(self))}</p>"
+        header, rows = self._table()
+        caption = (
+            f"{len(self._steps)} += in {len(self.calls)} backward pass(es), in the order the "
+            "walk ran them (newest record first)"
+        )
+        return _html_table(header, rows, caption, right={0, 1, 3}, code={2, 5, 6, 7})
 
     def __repr__(self) -> str:
         return f"<Steps: {len(self._steps)} += in {len(self.calls)} backward pass(es)>"
@@ -291,14 +385,138 @@ def trace_backward() -> Iterator[Steps]:
 MAX_RECORDS = 300
 
 
-def _where(node: Node) -> str:
-    """``file:line`` of the recording, relative to the working directory when inside it."""
-    path, _, line = where_recorded(node).rpartition(":")
+def user_line(node: Node) -> str:
+    """Where the user's code recorded ``node``, as they would find it again.
+
+    A notebook cell reads ``cell In[3], line 2`` (not the kernel's temporary
+    file), a file inside the working directory its relative path, ``<stdin>``
+    as Python names it, and an op recorded by the ``tape`` command's own
+    expression says so (not the launcher script that ran it).
+    """
+    where = where_recorded(node)
+    path, _, line = where.rpartition(":")
+    cell = _notebook_cell(path)
+    if cell is not None:
+        return f"cell {cell}, line {line}"
+    if path.startswith("<frozen") or _is_launcher(path):
+        return "the expression given to the tape command"
+    if path.startswith("<"):
+        return where
     try:
-        path = str(Path(path).resolve().relative_to(Path.cwd()))
+        path = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError):
         pass
     return f"{path}:{line}"
+
+
+def _notebook_cell(path: str) -> str | None:
+    """``In[3]`` when ``path`` is the file IPython compiled a cell under, else ``None``."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    named = getattr(getattr(shell, "compile", None), "format_code_name", None)
+    try:
+        found = named(path) if named is not None else None
+    except Exception:  # an IPython whose compiler keeps its names differently
+        return None
+    return found[1] if found else None
+
+
+def _is_launcher(path: str) -> bool:
+    """An installed console script (``.venv/bin/tape``): the op came from the command line."""
+    try:
+        scripts = Path(sysconfig.get_path("scripts")).resolve()
+        return Path(path).resolve().parent == scripts
+    except (OSError, TypeError, KeyError):
+        return False
+
+
+# Each op's VJP as a person writes it, per input: ``{0}``, ``{1}`` are the inputs' symbols,
+# ``out`` the forward's result, ``g`` the gradient arriving at it. The code's own formulas
+# live in ops.py beside each forward (docs/ops.md lists them all); these are for reading.
+_FORMULAS: dict[str, tuple[str, ...]] = {
+    "add": ("g", "g"),
+    "sub": ("g", "−g"),
+    "mul": ("g ⊙ {1}", "g ⊙ {0}"),
+    "div": ("g / {1}", "−g ⊙ {0} / {1}²"),
+    "neg": ("−g",),
+    "pow": ("g ⊙ {1} · {0}^({1} − 1)", "g ⊙ out ⊙ log {0}"),
+    "matmul": ("g @ {1}ᵀ", "{0}ᵀ @ g"),
+    "exp": ("g ⊙ out",),
+    "log": ("g / {0}",),
+    "sqrt": ("g / (2 out)",),
+    "abs": ("g ⊙ sign({0})",),
+    "tanh": ("g ⊙ (1 − out²)",),
+    "sigmoid": ("g ⊙ out ⊙ (1 − out)",),
+    "relu": ("g ⊙ (out > 0)",),
+    "square": ("2 {0} ⊙ g",),
+    "reciprocal": ("−g ⊙ out²",),
+    "sin": ("g ⊙ cos {0}",),
+    "cos": ("−g ⊙ sin {0}",),
+    "log1p": ("g / (1 + {0})",),
+    "expm1": ("g ⊙ (out + 1)",),
+    "clamp": ("g ⊙ (min ≤ {0} ≤ max)",),
+    "maximum": ("g ⊙ ({0} > {1}), ½ g at ties", "g ⊙ ({1} > {0}), ½ g at ties"),
+    "minimum": ("g ⊙ ({0} < {1}), ½ g at ties", "g ⊙ ({1} < {0}), ½ g at ties"),
+    "sum": ("g copied back to every entry of {0}",),
+    "mean": ("g / {N}, copied back to every entry of {0}",),
+    "max": ("g at the entries of {0} equal to the max (ties share it)",),
+    "min": ("g at the entries of {0} equal to the min (ties share it)",),
+    "softmax": ("out ⊙ (g − Σ g ⊙ out)",),
+    "log_softmax": ("g − softmax({0}) ⊙ Σ g",),
+    "reshape": ("g reshaped back",),
+    "transpose": ("g transposed back",),
+    "getitem": ("zeros like {0}, g added at {0}{key}",),
+    "norm": ("g ⊙ {0} / out",),
+}
+
+
+def _symbol(t: Any, position: int, op: str) -> str:
+    """What a formula calls an input: its name when short, else ``x``/``y`` (``A``/``B`` for @)."""
+    name = getattr(t, "name", None)
+    if name and name.isidentifier() and len(name) <= 8:
+        return name
+    if not t.requires_grad and t.node is None and t.size == 1:  # a number: say which
+        try:
+            return format_array(t.data.reshape(()))
+        except RuntimeError:  # freed with its record: only its shape is left
+            pass
+    letters = ("A", "B") if op == "matmul" else ("x", "y", "z")
+    return letters[position] if position < len(letters) else f"x{position}"
+
+
+def _shape(shape: tuple) -> str:
+    return str(tuple(shape))
+
+
+def formula(step: Step) -> tuple[str, str]:
+    """The VJP behind one ``+=`` with this record's shapes: ``("dX = g @ Wᵀ", "(4, 2) @ ...")``."""
+    node = step.node
+    inputs = node.inputs
+    symbols = [_symbol(t, i, node.op) for i, t in enumerate(inputs)]
+    i = step.position
+    target = f"d{symbols[i]}"
+    out_shape, shape = tuple(node.shape), tuple(inputs[i].shape)
+    rows = _FORMULAS.get(node.op)
+    if "ctx" in node.params:  # a custom Function: its backward is the formula
+        rhs = f"{node.op}.backward(ctx, g)[{i}]"
+    elif rows is not None and i < len(rows):
+        n_in = int(np.prod(shape, dtype=np.int64))
+        n_out = int(np.prod(out_shape, dtype=np.int64))
+        key = label_key(node.params.get("key")) if node.op == "getitem" else ""
+        rhs = rows[i].format(*symbols, N=max(n_in // max(n_out, 1), 1), key=key)
+    else:
+        rhs = f"the VJP of {node.op}, applied to g"
+    if node.op == "matmul" and len(out_shape) == 2 and all(len(t.shape) == 2 for t in inputs):
+        a, b = (tuple(t.shape) for t in inputs)
+        if i == 0:
+            shapes = f"{_shape(out_shape)} @ {_shape(b[::-1])} → {_shape(a)}"
+        else:
+            shapes = f"{_shape(a[::-1])} @ {_shape(out_shape)} → {_shape(b)}"
+    else:
+        shapes = f"g {_shape(out_shape)} → {_shape(step.sent_shape)}"
+        if step.summed:
+            shapes += f", {step.summed}"
+    return f"{target} = {rhs}", shapes
 
 
 def _contributions(n: int) -> str:
@@ -314,7 +532,11 @@ def _cell(value: np.ndarray) -> str:
 
 def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed: Any) -> tuple:
     """The page's frames, and the longest grad text each tensor node ever shows."""
-    tensor_ids = {a["key"]: n for n, a in graph.nodes(data=True) if a["kind"] == "tensor"}
+    tensor_ids = {  # a raw constant (a number, an array) is nobody's key: it gets no gradient
+        a["key"]: n
+        for n, a in graph.nodes(data=True)
+        if a["kind"] == "tensor" and (type(a["key"]) is Node or isinstance(a["key"], Tensor))
+    }
     op_ids = {a["index"]: n for n, a in graph.nodes(data=True) if a["kind"] == "op"}
     edge_of = {}
     out_edge = {}
@@ -352,6 +574,8 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
                 f"seed {format_array(seed)}, the gradient of the output with respect to itself.",
                 "Press → (or Next) to run the first VJP.",
             ],
+            "counter": f"Start: {len(visited)} steps to go",
+            "formula": [],
             "active": f"n_{out_id}",
             "flow": [],
             "incoming": [],
@@ -370,7 +594,7 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
         out = node
         g_in = state.get(tensor_ids.get(node, ""), "")
         text = [
-            f"The VJP of {node.op} (recorded at {_where(node)}) runs.",
+            f"The VJP of {node.op} (recorded at {user_line(node)}) runs.",
             f"The gradient arriving at its output {steps.label(out)} is "
             f"{g_in.removeprefix('grad ')}: all of it, since every op that used "
             f"{steps.label(out)} was recorded later and has already sent its part.",
@@ -404,9 +628,13 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
             state[tid] = f"grad {format_array(s.grad_after)}"
             updated.append(tid)
         flow = [edge_of[node.index, s.position] for s in mine]
+        formulas = [formula(s) for s in mine]
+        width = max((len(lhs) for lhs, _ in formulas), default=0)
         frames.append(
             {
                 "title": f"Step {number} of {len(visited)}: VJP of {node.op}#{node.index}",
+                "counter": f"Step {number} of {len(visited)}",
+                "formula": [f"{lhs.ljust(width)}   {shapes}" for lhs, shapes in formulas],
                 "text": text,
                 "active": f"n_{op_ids[node.index]}",
                 "flow": flow,
@@ -422,6 +650,8 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
     frames.append(
         {
             "title": "Done: every leaf has its total gradient",
+            "counter": f"Done: {len(visited)} of {len(visited)} steps",
+            "formula": [],
             "text": [
                 "Backward is complete. backward() would now add these totals into each leaf's "
                 ".grad (+=, so a second call doubles them); this page ran its own pass, like "
@@ -457,32 +687,93 @@ def render_steps(
 ) -> Path:
     """Write one self-contained HTML page that steps through the backward pass of ``output``.
 
-    Frame by frame: the node whose VJP runs is highlighted, the contributions
-    it sends appear on its edges, and a table gives each parent's gradient
-    before and after ``+=``. Buttons and the arrow keys move between frames.
-    The page carries its picture inline (one SVG, laid out once so nothing
-    jumps between frames) and needs no network.
+    Frame by frame: the node whose VJP runs is highlighted, its VJP formula is
+    shown with this record's shapes (``dX = g @ Wᵀ   (4, 2) @ (2, 3) → (4, 3)``),
+    the contributions it sends appear on its edges, and a table gives each
+    parent's gradient before and after ``+=``. Buttons and the arrow keys move
+    between frames. The page carries its picture inline (one SVG, laid out
+    once so nothing jumps between frames) and needs no network.
 
     Runs its own backward pass, like ``tape.grad``: no ``.grad`` is touched and
     the graph is kept (it also works after a ``backward`` released it).
     ``grad`` seeds a non-scalar output, as in ``backward``. Needs Graphviz to
-    lay out the graph (see ``tape.render``). Returns the path written.
+    lay out the graph (see ``tape.render``). Returns the path written;
+    ``show_steps`` shows the same page inline in Jupyter.
 
     >>> path = tape.render_steps(loss, "backward.html")   # open it in a browser
     """
+    page = _steps_page(output, grad, show_data, title, "render_steps")
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+class StepsPage:
+    """The step-through page of ``show_steps``, held in memory: ``.html`` is the whole page.
+
+    In Jupyter it shows inline, inside an isolated ``<iframe srcdoc>`` so the
+    page keeps its own styles and script and leaves the notebook's alone.
+    ``save(path)`` writes it, as ``render_steps`` would have.
+    """
+
+    def __init__(self, page: str, height: int) -> None:
+        self.html = page
+        self.height = height
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(self.html, encoding="utf-8")
+        return path
+
+    def _repr_html_(self) -> str:
+        # srcdoc is an attribute: escaping quotes and & keeps the page one attribute value
+        return (
+            f'<iframe srcdoc="{html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
+            f'title="backward pass, step by step" style="width: 100%; height: {self.height}px; '
+            'border: 1px solid #ccc"></iframe>'
+        )
+
+    def __repr__(self) -> str:
+        return f"<StepsPage: {len(self.html):,} characters of HTML; shows itself in Jupyter>"
+
+
+def show_steps(
+    output: Tensor,
+    grad: Any = None,
+    *,
+    show_data: bool = True,
+    title: str | None = None,
+    height: int | None = None,
+) -> StepsPage:
+    """The ``render_steps`` page, shown inline in Jupyter; nothing is written to disk.
+
+    Returns a ``StepsPage`` whose ``_repr_html_`` embeds the page in an
+    isolated frame (``height`` in pixels, by default from the drawing's size).
+
+    >>> tape.show_steps(loss)        # the last expression of a cell: the page shows below it
+    """
+    page = _steps_page(output, grad, show_data, title, "show_steps")
+    if height is None:
+        found = re.search(r'<svg[^>]*height="([\d.]+)pt"', page)
+        drawn = float(found.group(1)) * 4 / 3 if found else 700.0
+        height = int(min(max(drawn + 160, 560), 1400))
+    return StepsPage(page, height)
+
+
+def _steps_page(output: Tensor, grad: Any, show_data: bool, title: str | None, what: str) -> str:
     if not isinstance(output, Tensor):
-        raise TypeError(f"render_steps: output must be a Tensor, got {type(output).__name__}")
+        raise TypeError(f"{what}: output must be a Tensor, got {type(output).__name__}")
     if output.node is None:
         raise RuntimeError(
-            f"render_steps: {output._label()} was made by no recorded op, so there is no "
+            f"{what}: {output._label()} was made by no recorded op, so there is no "
             "backward pass to show; build it from tensors with requires_grad=True"
         )
-    start = seed(output, grad, "render_steps")
+    start = seed(output, grad, what)
     graph = to_networkx(output, flow=False)
     n_ops = sum(1 for _, k in graph.nodes(data="kind") if k == "op")
     if n_ops > MAX_RECORDS:
         raise ValueError(
-            f"render_steps: the graph has {n_ops} records, more than a step-through page can "
+            f"{what}: the graph has {n_ops} records, more than a step-through page can "
             f"show ({MAX_RECORDS}); draw it with tape.render(output, 'graph.svg', collapse=True)"
         )
     steps = Steps()
@@ -523,9 +814,7 @@ def render_steps(
     svg = pipe(dot, "svg").decode()
     svg = svg[svg.index("<svg") :]
     heading = title or f"Backward pass of {steps.label(output)}, step by step"
-    path = Path(path)
-    path.write_text(_page(heading, svg, {"frames": frames}), encoding="utf-8")
-    return path
+    return _page(heading, svg, {"frames": frames})
 
 
 def _replay_sent(output: Tensor, steps: Steps) -> tuple[np.ndarray, list[Node]]:
@@ -556,6 +845,7 @@ def _too_big(sent: tuple) -> bool:
 
 
 def _page(heading: str, svg: str, data: dict) -> str:
+    """The template filled in one pass: a value put in is never searched for markers again."""
     # JSON inside <script> must not be able to close it: escape <, > and &.
     payload = (
         json.dumps(data, ensure_ascii=False)
@@ -563,11 +853,8 @@ def _page(heading: str, svg: str, data: dict) -> str:
         .replace(">", "\\u003e")
         .replace("&", "\\u0026")
     )
-    return (
-        _TEMPLATE.replace("{{heading}}", html.escape(heading))
-        .replace("{{svg}}", svg)
-        .replace("{{data}}", payload)
-    )
+    values = {"heading": html.escape(heading), "svg": svg, "data": payload}
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], _TEMPLATE)
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -583,11 +870,16 @@ _TEMPLATE = """<!DOCTYPE html>
   #controls button { font-size: 14px; padding: 4px 12px; margin-right: 4px; cursor: pointer; }
   #counter { margin-left: 10px; color: #555; }
   main { display: flex; gap: 18px; padding: 14px 18px; align-items: flex-start; }
-  #graph { flex: 1 1 55%; overflow: auto; }
+  #graph { flex: 1 1 55%; overflow: auto; min-width: 0; }
   #graph svg { max-width: 100%; height: auto; }
-  #panel { flex: 1 1 45%; min-width: 320px; position: sticky; top: 96px; }
+  #panel { flex: 1 1 45%; min-width: 320px; position: sticky; top: 96px; overflow-x: auto; }
   #frame-title { font-size: 17px; margin: 0 0 8px 0; }
   #frame-body p { margin: 4px 0; }
+  #frame-formula { margin: 8px 0; padding: 6px 10px; background: #fff8e1;
+                   border-left: 3px solid #b08900; font-size: 13px; white-space: pre;
+                   overflow-x: auto;
+                   font-family: Menlo, Consolas, "DejaVu Sans Mono", monospace; }
+  #frame-formula:empty { display: none; }
   table { border-collapse: collapse; margin-top: 10px; font-size: 13px; }
   th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left;
            font-family: Menlo, Consolas, "DejaVu Sans Mono", monospace; }
@@ -621,6 +913,7 @@ _TEMPLATE = """<!DOCTYPE html>
   <div id="graph">{{svg}}</div>
   <div id="panel">
     <h2 id="frame-title"></h2>
+    <div id="frame-formula" title="the VJP with this record's shapes"></div>
     <div id="frame-body"></div>
     <table id="frame-table"></table>
     <p class="hint">Keys: &#x2192; / &#x2190; step, Home / End jump. Red: the node whose VJP
@@ -644,12 +937,19 @@ _TEMPLATE = """<!DOCTYPE html>
     if (text.indexOf("\\n") >= 0) c.className = "matrix";
     row.appendChild(c);
   }
+  // Scroll this page only: scrollIntoView would also scroll a notebook holding it in a frame.
+  function reveal(el) {
+    if (!el) return;
+    var box = el.getBoundingClientRect();
+    var top = document.querySelector("header").getBoundingClientRect().bottom;
+    if (box.top >= top && box.bottom <= window.innerHeight) return;
+    window.scrollTo(0, window.scrollY + box.top - (top + window.innerHeight - box.height) / 2);
+  }
   function show(i) {
     k = Math.max(0, Math.min(frames.length - 1, i));
     var f = frames[k];
     classes("g.node", "active", f.active ? [f.active] : []);
-    var active = byId(f.active);
-    if (active) active.scrollIntoView({block: "center", inline: "nearest"});
+    reveal(byId(f.active));
     classes("g.node", "updated", f.updated);
     classes("g.edge", "flow", f.flow);
     classes("g.edge", "incoming", f.incoming);
@@ -660,6 +960,7 @@ _TEMPLATE = """<!DOCTYPE html>
       if (texts.length) texts[texts.length - 1].textContent = f.grads[id];
     });
     document.getElementById("frame-title").textContent = f.title;
+    document.getElementById("frame-formula").textContent = f.formula.join("\\n");
     var body = document.getElementById("frame-body");
     body.textContent = "";
     f.text.forEach(function (line) {
@@ -677,7 +978,7 @@ _TEMPLATE = """<!DOCTYPE html>
         table.appendChild(tr);
       });
     }
-    document.getElementById("counter").textContent = "frame " + (k + 1) + " / " + frames.length;
+    document.getElementById("counter").textContent = f.counter;
     document.getElementById("first").disabled = document.getElementById("prev").disabled = k === 0;
     document.getElementById("next").disabled = document.getElementById("last").disabled =
       k === frames.length - 1;
@@ -700,4 +1001,14 @@ _TEMPLATE = """<!DOCTYPE html>
 """
 
 
-__all__ = ["Step", "Steps", "render_steps", "trace_backward"]
+__all__ = [
+    "Explanation",
+    "Step",
+    "Steps",
+    "StepsPage",
+    "formula",
+    "render_steps",
+    "show_steps",
+    "trace_backward",
+    "user_line",
+]

@@ -293,6 +293,57 @@ class Tensor:
         name = f"{where.replace('numpy', 'np', 1)}.{func.__name__}"
         return _run_on_data(name, func, func, args, kwargs)
 
+    # ---- Jupyter ---------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """How a Tensor shows itself in a notebook: name, dtype and shape, data, ``.grad``, op.
+
+        Never warns: a non-leaf that keeps no ``.grad`` says so in the table.
+        """
+        import html
+
+        from .teaching import user_line  # the page's way of naming a line (cells, not files)
+
+        def show(a: np.ndarray) -> str:
+            text = np.array2string(a, separator=", ", precision=4, threshold=48, edgeitems=3)
+            return f"<pre style='margin: 0'>{html.escape(text)}</pre>"
+
+        try:
+            data = show(self.data)
+        except RuntimeError:  # a stand-in: the values were freed
+            data = "<i>freed</i> (nothing held it and no VJP needed it)"
+        if not self.requires_grad:
+            grad = "<i>no gradient</i> (requires_grad=False)"
+        elif self.node is not None and not _retains(self):
+            grad = (
+                "<i>not kept</i>: a non-leaf; call <code>.retain_grad()</code> before "
+                "backward, or read it with <code>tape.grad(loss, [t])</code>"
+            )
+        elif self._grad is None:
+            grad = "<code>None</code>: no backward pass has reached it yet"
+        else:
+            grad = show(self._grad)
+        if self.node is None:
+            made = "a leaf: no op made it" if self.requires_grad else "a constant"
+        else:
+            node = self.node
+            made = (
+                f"<code>{html.escape(node.op)}</code> (record #{node.index}), "
+                f"recorded at <code>{html.escape(user_line(node))}</code>"
+            )
+        title = html.escape(self.name) if self.name else "tensor"
+        shape = f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+        rows = [("data", data), (".grad", grad), ("made by", made)]
+        body = "".join(
+            f"<tr><th style='text-align: left; vertical-align: top'>{k}</th>"
+            f"<td style='text-align: left'>{v}</td></tr>"
+            for k, v in rows
+        )
+        flag = ", requires_grad" if self.requires_grad else ""
+        return (
+            f"<div class='tape-tensor'><b>{title}</b> <code>{shape}</code>{flag}"
+            f"<table>{body}</table></div>"
+        )
+
 
 def _requires_grad_anywhere(value: Any) -> bool:
     if isinstance(value, Tensor):

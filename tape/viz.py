@@ -230,13 +230,49 @@ _MISSING = object()
 _COMMUTATIVE = {"add", "mul", "maximum", "minimum"}
 
 
+def label_key(key: Any) -> str:
+    """An index as Python writes it: ``[:, 0]``, ``[arange(4), [1, 0, 2, 1]]``, ``[1:]``.
+
+    >>> tape.viz.label_key((slice(None), 0))
+    '[:, 0]'
+    >>> tape.viz.label_key((np.arange(4), np.array([1, 0, 2, 1])))
+    '[arange(4), [1, 0, 2, 1]]'
+    """
+    parts = key if isinstance(key, tuple) else (key,)
+    return "[" + ", ".join(_index_text(k) for k in parts) + "]"
+
+
+def _index_text(k: Any) -> str:
+    if isinstance(k, slice):
+        start, stop, step = ("" if v is None else str(v) for v in (k.start, k.stop, k.step))
+        return f"{start}:{stop}" + (f":{step}" if step else "")
+    if k is Ellipsis:
+        return "..."
+    if k is None:
+        return "None"
+    if isinstance(k, list):
+        k = np.asarray(k)
+    if isinstance(k, np.ndarray):
+        if k.dtype == bool:
+            return f"mask{list(k.shape)}"
+        if k.ndim == 1 and k.size > 1 and np.array_equal(k, np.arange(k.size)):
+            return f"arange({k.size})"
+        if k.size <= 6:
+            return " ".join(np.array2string(k, separator=", ").split())
+        return describe(k)
+    return str(k)
+
+
 def _params_text(node: Any) -> str:
-    """The op's parameters that differ from their defaults, e.g. ``axis=0``."""
+    """The op's parameters that differ from their defaults (``axis=0``); an index as ``[:, 0]``."""
     parts = []
     defaults = getattr(node.primitive, "params", {})
     for key, value in node.params.items():
         default = defaults.get(key, _MISSING)
         if key == "ctx" or default is value:
+            continue
+        if key == "key" and node.op == "getitem":
+            parts.append(label_key(value))
             continue
         if isinstance(value, bool | int | float | str | tuple | type(None)) and default == value:
             continue
@@ -749,6 +785,7 @@ def render(
 
 __all__ = [
     "format_array",
+    "label_key",
     "render",
     "scope",
     "summed_axes",

@@ -105,7 +105,7 @@ def test_step_through_the_fan_out_example(browser, tmp_path):
     assert title.startswith("Start: backward from")
     assert "with the seed 1, the gradient of the output with respect to itself" in body
     counter = browser.find_element(By.ID, "counter").text
-    assert counter == "frame 1 / 5"
+    assert counter == "Start: 3 steps to go"
     assert browser.find_element(By.ID, "prev").get_attribute("disabled")
 
     seen = [title]
@@ -113,13 +113,15 @@ def test_step_through_the_fan_out_example(browser, tmp_path):
     for _ in range(4):
         body_el.send_keys(Keys.ARROW_RIGHT)
         seen.append(frame_text(browser)[0])
+        counter = browser.find_element(By.ID, "counter").text
+        assert seen[-1].startswith(counter) or seen[-1].startswith("Done")  # one counter
     assert seen[1].startswith("Step 1 of 3: VJP of sum#")
     assert seen[2].startswith("Step 2 of 3: VJP of add#")
     assert seen[3].startswith("Step 3 of 3: VJP of mul#")
     assert seen[4] == "Done: every leaf has its total gradient"
     assert browser.find_element(By.ID, "next").get_attribute("disabled")
     body_el.send_keys(Keys.ARROW_RIGHT)  # past the end: stays on the last frame
-    assert browser.find_element(By.ID, "counter").text == "frame 5 / 5"
+    assert browser.find_element(By.ID, "counter").text == "Done: 3 of 3 steps"
 
     # Back to the mul frame with the button: x collects its 2nd and 3rd contributions.
     browser.find_element(By.ID, "prev").click()
@@ -137,7 +139,7 @@ def test_step_through_the_fan_out_example(browser, tmp_path):
 
     # Home jumps to the start; there x's gradient is not computed yet.
     body_el.send_keys(Keys.HOME)
-    assert browser.find_element(By.ID, "counter").text == "frame 1 / 5"
+    assert browser.find_element(By.ID, "counter").text == "Start: 3 steps to go"
     assert "grad: not computed yet" in svg_text(browser, x_ids[0])
     browser.find_element(By.ID, "last").click()
     assert frame_text(browser)[2].endswith("x [7] the sum of 3 contributions")
@@ -157,7 +159,7 @@ def test_step_through_the_seed_network(browser, tmp_path):
     loss.name = "loss"
     page = tape.render_steps(loss, tmp_path / "seed.html")
     browser.get(page.resolve().as_uri())
-    assert browser.find_element(By.ID, "counter").text == "frame 1 / 8"  # the script ran
+    assert browser.find_element(By.ID, "counter").text == "Start: 6 steps to go"  # script ran
     body_el = browser.find_element(By.TAG_NAME, "body")
     titles = [frame_text(browser)[0]]
     tables = [frame_text(browser)[2]]
@@ -168,6 +170,16 @@ def test_step_through_the_seed_network(browser, tmp_path):
         title, _, table = frame_text(browser)
         titles.append(title)
         tables.append(table)
+        counter = browser.find_element(By.ID, "counter").text
+        assert title.startswith(counter) or counter.startswith("Done")  # one counter
+        if "VJP of matmul#" in title:  # the formula with this record's shapes
+            formula = browser.find_element(By.ID, "frame-formula").text
+            assert "dX = g @ Wᵀ   (4, 2) @ (2, 3) → (4, 3)" in formula
+            assert "dW = Xᵀ @ g   (3, 4) @ (4, 2) → (3, 2)" in formula
+            assert "recorded at tests/test_browser.py:" in frame_text(browser)[1] or (
+                "recorded at test_browser.py:" in frame_text(browser)[1]
+            )
+            screenshot(browser, tmp_path, "seed_matmul_frame")
         if "VJP of add#" in title:
             _, body, _ = frame_text(browser)
             assert "sum over axis 0 → (2,)" in body  # b was broadcast over the 4 rows
@@ -183,3 +195,39 @@ def test_step_through_the_seed_network(browser, tmp_path):
         assert all(fmt(row) in final for row in t.grad), t.name
     screenshot(browser, tmp_path, "seed_done")
     assert console_errors(browser) == []
+
+
+def test_the_inline_page_steps_without_scrolling_the_notebook(browser, tmp_path):
+    """show_steps in a tall host page (as in Jupyter): stepping scrolls the frame, not the host."""
+    from selenium.webdriver.common.by import By
+
+    rng = np.random.default_rng(0)
+    h = tape.tensor(rng.standard_normal((4, 3)), requires_grad=True, name="h")
+    for i in range(12):  # a tall graph: the active node leaves the frame's view
+        h = (h * 1.5).tanh() if i % 2 else h + 0.5
+    shown = tape.show_steps(h.sum(), height=400)
+    host = tmp_path / "host.html"
+    filler = "<p>notebook cell</p>" * 40
+    host.write_text(
+        f"<!DOCTYPE html><html><body>{filler}<div id='cell'>{shown._repr_html_()}</div>"
+        f"{filler}</body></html>",
+        encoding="utf-8",
+    )
+    browser.get(host.resolve().as_uri())
+    frame = browser.find_element(By.TAG_NAME, "iframe")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", frame)
+    before = browser.execute_script("return window.scrollY;")
+    browser.switch_to.frame(frame)
+    try:
+        assert browser.find_element(By.ID, "counter").text == "Start: 19 steps to go"
+        for _ in range(20):
+            browser.find_element(By.ID, "next").click()
+        assert browser.find_element(By.ID, "counter").text == "Done: 19 of 19 steps"
+        browser.find_element(By.ID, "first").click()
+        inner = browser.execute_script("return window.scrollY;")
+        assert console_errors(browser) == []
+    finally:
+        browser.switch_to.default_content()
+    assert browser.execute_script("return window.scrollY;") == before  # the host did not move
+    assert inner >= 0
+    screenshot(browser, tmp_path, "inline_host")

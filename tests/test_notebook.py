@@ -63,6 +63,16 @@ def test_the_notebook_runs_and_shows_what_it_promises(tmp_path: Path):
     assert "<svg" in rich and "sum over axis 0" in rich
     assert "→ b" in text and "sum over axis 0 → (2,)" in text
     assert '<iframe srcdoc="' in rich and "step by step" in rich
+    assert (
+        "dW = Xᵀ @ g   (3, 4) @ (4, 2) → (3, 2)" in rich
+    )  # the page's formulas came along (escaped in srcdoc)
+    # a Tensor, the ledger and explain display as tables
+    assert "<div class='tape-tensor'><b>b1</b>" in rich
+    assert rich.count('<div class="tape-table">') >= 2
+    # check_graph names the one wrong record of the two-layer network, and its cell
+    assert '<div class="tape-check-graph">' in rich and "<b>WRONG</b>" in rich
+    assert "[('Linear',\n  0,\n  'cell In[" in text and "opposite sign" in text
+    assert "cell In[" in rich and "ipykernel" not in rich  # lines named as Jupyter does
     # gradcheck finds the forgotten sum, then a sign and a transpose, shown as tables
     assert "<code>dZ.sum(0)</code>" in rich and "input 2 &#x27;b&#x27;" in rich
     assert "opposite sign" in rich and "transpose" in rich

@@ -240,3 +240,147 @@ def test_docstring_examples_run(fn):
     for test in finder.find(fn, globs={"tape": tape, "np": np}):
         runner.run(test)
     assert runner.failures == 0 and runner.tries > 0
+
+
+# ---- the page: formulas, one counter, the user's line, hostile names, inline ---------------
+
+
+def seed_network():
+    rng = np.random.default_rng(0)
+    X = tape.tensor(rng.standard_normal((4, 3)), requires_grad=True, name="X")
+    W = tape.tensor(rng.standard_normal((3, 2)), requires_grad=True, name="W")
+    b = tape.tensor(np.zeros(2), requires_grad=True, name="b")
+    y = rng.standard_normal((4, 2))  # a raw array constant: no key, no gradient
+    return X, W, b, ((X @ W + b).relu() - y).pow(2).mean()
+
+
+@needs_dot
+def test_each_frame_shows_the_vjp_formula_with_the_records_shapes(tmp_path):
+    _X, _W, _b, loss = seed_network()
+    frames = _frames(tape.render_steps(loss, tmp_path / "seed.html"))
+    by_op = {f["title"].split("VJP of ")[1].split("#")[0]: f for f in frames[1:-1]}
+    assert by_op["matmul"]["formula"] == [
+        "dX = g @ Wᵀ   (4, 2) @ (2, 3) → (4, 3)",
+        "dW = Xᵀ @ g   (3, 4) @ (4, 2) → (3, 2)",
+    ]
+    assert by_op["add"]["formula"][1] == "db = g   g (4, 2) → (4, 2), sum over axis 0 → (2,)"
+    assert by_op["mean"]["formula"] == [
+        "dx = g / 8, copied back to every entry of x   g () → (4, 2)"
+    ]
+    assert by_op["pow"]["formula"] == ["dx = g ⊙ 2 · x^(2 − 1)   g (4, 2) → (4, 2)"]
+    assert frames[0]["formula"] == frames[-1]["formula"] == []
+
+
+def test_the_formula_of_a_custom_function_and_of_an_op_without_a_row():
+    class Twice(tape.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, g):
+            return (2 * g,)
+
+    x = tape.tensor(np.ones(3), requires_grad=True, name="x")
+    with tape.trace_backward() as steps:
+        (Twice.apply(x).cumsum() * 1.0).sum().backward()
+    texts = [tape.teaching.formula(s)[0] for s in steps]
+    assert "dx = Twice.backward(ctx, g)[0]" in texts
+    assert "dx = the VJP of cumsum, applied to g" in texts
+
+
+@needs_dot
+def test_one_counter_counts_the_steps(tmp_path):
+    _x, y = fanout()
+    frames = _frames(tape.render_steps(y.sum(), tmp_path / "c.html"))
+    assert [f["counter"] for f in frames] == [
+        "Start: 3 steps to go",
+        "Step 1 of 3",
+        "Step 2 of 3",
+        "Step 3 of 3",
+        "Done: 3 of 3 steps",
+    ]
+    assert all(f["title"].startswith(f["counter"] + ":") for f in frames[1:-1])
+    text = (tmp_path / "c.html").read_text(encoding="utf-8")
+    assert '"frame " +' not in text and ".scrollIntoView(" not in text  # no second counter
+
+
+def _recorded_at(code: str, filename: str) -> str:
+    namespace = {"tape": tape, "np": np}
+    exec(compile(code, filename, "exec"), namespace)
+    return tape.teaching.user_line(namespace["y"].node)
+
+
+def test_the_recorded_at_line_is_the_users():
+    code = "x = tape.tensor([1.0], requires_grad=True)\ny = x * 2\n"
+    assert _recorded_at(code, "<stdin>") == "<stdin>:2"
+    here = Path(__file__)
+    assert _recorded_at(code, str(here)) in (f"tests/{here.name}:2", f"{here}:2")
+    import sysconfig
+
+    launcher = str(Path(sysconfig.get_path("scripts")) / "tape")
+    assert _recorded_at(code, launcher) == "the expression given to the tape command"
+    assert _recorded_at(code, "<frozen runpy>") == "the expression given to the tape command"
+
+
+def test_a_notebook_cell_is_named_as_jupyter_names_it(monkeypatch):
+    import sys
+    import types
+
+    class Compiler:
+        def format_code_name(self, name):
+            return ("Cell", "In[7]") if name == "/tmp/ipykernel_123/456.py" else None
+
+    shell = types.SimpleNamespace(compile=Compiler())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    code = "x = tape.tensor([1.0], requires_grad=True)\n\ny = x * 2\n"
+    assert _recorded_at(code, "/tmp/ipykernel_123/456.py") == "cell In[7], line 3"
+    assert _recorded_at(code, "<stdin>") == "<stdin>:3"
+
+
+HOSTILE = [
+    "{{svg}}",
+    "{{data}}",
+    "{{heading}}",
+    "a&b",
+    "&amp;",
+    "&lt;x&gt;",
+    "</script><script>alert(1)</script>",
+    "<!--",
+    "\"quoted\" 'single'",
+    "back\\slash\\n",
+    "\\u003c/script>",
+    "line\nbreak",
+    "ünïcødé ∂x",
+]
+
+
+@needs_dot
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_come_through_the_page_as_written(tmp_path, name):
+    x = tape.tensor([1.0, 2.0], requires_grad=True, name=name)
+    path = tape.render_steps((x * x).sum(), tmp_path / "evil.html", title=f"title {name}")
+    text = path.read_text(encoding="utf-8")
+    # the template was filled once: exactly one picture, one frame list, nothing left over
+    assert text.count("<svg") == 1 and text.count('id="frames"') == 1
+    assert "<script>alert(1)" not in text
+    frames = _frames(path)  # the JSON round-trips: the name is exactly what was given
+    assert frames[-1]["rows"][0][0] == name
+    assert text.count("<script") == 2  # the JSON block and the page's own script
+
+
+@needs_dot
+def test_show_steps_embeds_the_page_in_an_isolated_frame_and_writes_nothing(tmp_path, monkeypatch):
+    import html as html_module
+
+    monkeypatch.chdir(tmp_path)
+    x = tape.tensor([1.0], requires_grad=True, name='"><script>alert(1)</script>')
+    shown = tape.show_steps((x * x).sum())
+    assert list(tmp_path.iterdir()) == []
+    markup = shown._repr_html_()
+    assert markup.startswith('<iframe srcdoc="') and 'sandbox="allow-scripts"' in markup
+    srcdoc = re.match(r'<iframe srcdoc="([^"]*)"', markup).group(1)  # one attribute value
+    assert html_module.unescape(srcdoc) == shown.html
+    assert "<script" not in srcdoc and "step by step" in shown.html
+    assert 300 < shown.height <= 1400
+    assert shown.save(tmp_path / "p.html").read_text(encoding="utf-8") == shown.html
