@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import add_note, describe, where_recorded
 from .function import OUT, Op, apply
-from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, state
+from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, release, state
 from .tensor import Tensor, on_graph, wrap
 
 # ---- the walk -----------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
     are computed. ``raw`` is what the VJP returned, before un-broadcasting.
     """
 
-    def pullback(node: Node, g: Any) -> list:
+    def pullback(node: Node, g: Any, ndarray: type = np.ndarray) -> list:
         if through is not None and node not in through:
             return []  # nothing asked for lies beyond it: neither run nor checked
         saved = node.saved
@@ -150,12 +150,12 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
         gv = g  # what the VJPs get: Tensors under create_graph, but a Function knows only arrays
         if graph and not op.once:
             saved = _lift(node)
-        elif type(g) is not np.ndarray and isinstance(g, Tensor):
+        elif g.__class__ is not ndarray and isinstance(g, Tensor):
             gv = g.data
         parts = None if op.vjp_all is None else _run_vjp_all(node, gv, saved)
         sent = []
         for position, parent in enumerate(node.parents):
-            if type(parent) is Node:
+            if parent.__class__ is Node:
                 key, shape, dtype = parent, parent.shape, parent.dtype
             elif isinstance(parent, Tensor) and parent.requires_grad and parent.node is None:
                 key, shape, dtype = parent, parent.data.shape, parent.data.dtype
@@ -174,7 +174,7 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
                 part = _once_record(node, g, part)
             if (
                 graph
-                or type(part) is not np.ndarray
+                or part.__class__ is not ndarray
                 or part.dtype is not dtype
                 or part.shape != shape
             ):
@@ -437,15 +437,23 @@ def _small(value: Any) -> Any:
 def keep_flows(ran: list) -> None:
     """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
 
-    Only for a pass over at most ``FLOW_RECORDS`` records, and each gradient
-    as an array while it has at most ``FLOW_LIMIT`` entries (its shape
-    otherwise): what a diagram shows costs no memory worth naming.
+    Only the latest such pass of each thread keeps them (a diagram is drawn
+    right after the pass it shows), only for a pass over at most
+    ``FLOW_RECORDS`` records, and each gradient as an array while it has at
+    most ``FLOW_LIMIT`` entries (its shape otherwise): what a diagram shows
+    costs no memory worth naming, and a loop that keeps its losses keeps no flows.
     """
+    for node in state.flowed:  # the previous pass's: let them go
+        if node.notes is not None:
+            node.notes.pop("sent", None)
+            node.notes = node.notes or None
+    state.flowed = []
     if len(ran) > FLOW_RECORDS:
         return
     for node, g, sent in ran:
         parts = {position: (_small(part), tuple(np.shape(raw))) for _, part, position, raw in sent}
         node.note("sent", (_small(g), parts))
+    state.flowed = [node for node, _, _ in ran]
 
 
 def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> list[Observer]:
@@ -561,8 +569,7 @@ _COMMIT = threading.Lock()  # threads backpropagating into one leaf must not los
 
 
 def _release(ran: list) -> None:
-    for node, _, _ in ran:
-        node.release("backward")
+    release([node for node, _, _ in ran], "backward")
 
 
 def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None:

@@ -88,7 +88,8 @@ class Op:
         self.saves = tuple(sorted({k for r in reads for k in r}, key=_save_order))
         self.vjps, self.save = vjps, _saver(self.saves)
         self.calls = tuple(
-            _caller(f, tuple(self.saves.index(k) for k in r)) for f, r in zip(vjps, reads)
+            _caller(f, tuple(self.saves.index(k) for k in r), bool(self.params))
+            for f, r in zip(vjps, reads)
         )
         return self
 
@@ -148,16 +149,19 @@ def _save_order(k: Any) -> Any:
     return (2, k) if isinstance(k, str) else (1, -k) if k < 0 else (0, k)
 
 
-def _caller(vjp: Callable[..., Any], picks: tuple) -> Callable[[Any, tuple, dict], Any]:
+def _caller(
+    vjp: Callable[..., Any], picks: tuple, params: bool
+) -> Callable[[Any, tuple, dict], Any]:
     """``call(g, saved, params)`` for one VJP: its reads picked from ``saved``, without a loop."""
-    if not picks:
-        return lambda g, saved, params: vjp(g, **params)
-    if len(picks) == 1:
-        (i,) = picks
-        return lambda g, saved, params: vjp(g, saved[i], **params)
-    if len(picks) == 2:
-        i, j = picks
-        return lambda g, saved, params: vjp(g, saved[i], saved[j], **params)
+    if not params:  # most ops: no keyword arguments to pass at all
+        if not picks:
+            return lambda g, saved, params: vjp(g)
+        if len(picks) == 1:
+            (i,) = picks
+            return lambda g, saved, params: vjp(g, saved[i])
+        if len(picks) == 2:
+            i, j = picks
+            return lambda g, saved, params: vjp(g, saved[i], saved[j])
     return lambda g, saved, params: vjp(g, *[saved[k] for k in picks], **params)
 
 
@@ -201,16 +205,17 @@ def _saver(saves: tuple, fixed: int = 0) -> Callable[[Any, tuple], tuple]:
 def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     """Run ``op`` forward; record one Node if grad mode is on and an input needs grad."""
     n = len(args)  # the common cases unrolled: this runs for every op
+    x_grad = y_grad = False
     if n == 2:
         x, y = args
         if isinstance(x, Tensor):
-            xd = x.data
+            xd, x_grad = x.data, x.requires_grad
         elif type(x) in _SEQUENCES:  # a list constant becomes an array: VJPs read its .shape
             xd = x = np.asarray(x)
         else:
             xd = x
         if isinstance(y, Tensor):
-            yd = y.data
+            yd, y_grad = y.data, y.requires_grad
         elif type(y) in _SEQUENCES:
             yd = y = np.asarray(y)
         else:
@@ -218,15 +223,19 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         arrays = (xd, yd)
     elif n == 1:
         x = args[0]
-        arrays = (x.data if isinstance(x, Tensor) else x,)
+        if isinstance(x, Tensor):
+            arrays, x_grad = (x.data,), x.requires_grad
+        else:
+            arrays = (x,)
     else:
         args = tuple([np.asarray(a) if type(a) in _SEQUENCES else a for a in args])
         arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
+        x_grad = any(isinstance(a, Tensor) and a.requires_grad for a in args)
     try:
         out = op.forward(*arrays, **params) if params else op.forward(*arrays)
     except (ValueError, TypeError, IndexError) as e:
         raise _forward_error(op, args, params, e) from e
-    if type(out) is not np.ndarray:
+    if out.__class__ is not np.ndarray:
         if op.once and not isinstance(out, np.generic | int | float):
             raise TypeError(
                 f"{op.name}.forward returned {type(out).__name__}; a tape.Function's forward "
@@ -238,22 +247,15 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     result = _new(Tensor)  # wrap(out), inlined
     result.data = out
     result.node = result._grad = result._name = None
-    result.requires_grad = False
-    if not state.grad_enabled:
+    if not ((x_grad or y_grad) and state.grad_enabled):
+        result.requires_grad = False
         return result
     # Each input's parent: the record that made it, the leaf itself, or the constant.
     if n == 2:
-        x_tensor, y_tensor = isinstance(x, Tensor), isinstance(y, Tensor)
-        if not ((x_tensor and x.requires_grad) or (y_tensor and y.requires_grad)):
-            return result
-        parents = (x.node or x if x_tensor else x, y.node or y if y_tensor else y)
+        parents = (x.node or x if x_grad else x, y.node or y if y_grad else y)
     elif n == 1:
-        if not (isinstance(x, Tensor) and x.requires_grad):
-            return result
         parents = (x.node or x,)
     else:
-        if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
-            return result
         parents = tuple([a.node or a if isinstance(a, Tensor) else a for a in args])
     result.requires_grad = True
     result.node = Node(op, parents, op.save(out, arrays), params, result)

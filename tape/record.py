@@ -48,6 +48,7 @@ class ThreadState(threading.local):
         self.grad_enabled = True
         self.anomaly = False
         self.observers: list[Any] = []  # what trace_backward asked to watch every pass
+        self.flowed: list[Any] = []  # the records that keep the latest pass's flows
 
 
 class Watch:
@@ -177,25 +178,40 @@ class Node:
         return (self.code, self.offset)
 
     def release(self, why: str) -> None:
-        """Free what the VJP would have read; the structure stays.
-
-        A later backward through this record raises, naming the op and its
-        line. Constants given to the op are freed too (their shapes stay), and
-        so are the values a custom Function saved on its context.
-        """
-        self.saved = False if why == "tape.clear()" else None
-        for p in self.parents:
-            if _holds_values(p):
-                self.parents = tuple([freed(p) if _holds_values(p) else p for p in self.parents])
-                break
-        if self.params:
-            ctx = self.params.get("ctx")
-            if ctx is not None:
-                ctx.saved = None
+        """Free what the VJP would have read; the structure stays (see ``release``)."""
+        release([self], why)
 
     def __repr__(self) -> str:
         state = f", released by {self.released}" if self.released else ""
         return f"<Node #{self.index} {self.op}{state}>"
+
+
+def release(nodes: list[Node], why: str) -> None:
+    """Free what the records' VJPs would have read; the structure stays.
+
+    A later backward through one of them raises, naming the op and its line.
+    Constants given to the ops are freed too (their shapes stay), and so are
+    the values a custom Function saved on its context. One loop for a whole
+    pass: it runs once per record of every releasing backward.
+    """
+    mark = False if why == "tape.clear()" else None
+    for node in nodes:
+        node.saved = mark
+        for p in node.parents:
+            kind = p.__class__
+            if kind is np.ndarray:
+                if p.nbytes > KEEP_BYTES:
+                    break
+            elif kind is not Node and kind not in _NUMBERS and _holds_values(p):
+                break
+        else:
+            p = None
+        if p is not None:  # a constant worth freeing: keep only its shape and dtype
+            node.parents = tuple([freed(q) if _holds_values(q) else q for q in node.parents])
+        if node.params:
+            ctx = node.params.get("ctx")
+            if ctx is not None:
+                ctx.saved = None
 
 
 def _is_leaf(parent: Any) -> bool:
@@ -206,14 +222,22 @@ def _is_leaf(parent: Any) -> bool:
 _NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
 
 
+# A constant this small stays after release: a stand-in for it would cost as much memory.
+KEEP_BYTES = 256
+
+
 def _holds_values(parent: Any) -> bool:
-    """A constant input that owns an array: an array, or a Tensor that is not a leaf with grad."""
+    """A constant input worth freeing: an array (or a Tensor without grad) over ``KEEP_BYTES``."""
     kind = parent.__class__
     if kind is np.ndarray:
-        return True
+        return parent.nbytes > KEEP_BYTES
     if kind is Node or kind in _NUMBERS:
         return False
-    return getattr(parent, "node", 0) is None and not parent.requires_grad
+    return (
+        getattr(parent, "node", 0) is None
+        and not parent.requires_grad
+        and (parent.data.nbytes > KEEP_BYTES)
+    )
 
 
 _FREED: dict[tuple, Freed] = {}
