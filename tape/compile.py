@@ -14,9 +14,8 @@ records from the results back and writes one line of NumPy per record::
 
 Each primitive therefore needs only the code form of its *forward* (the
 ``FORMS`` table below); the derivative formulas are the engine's own, read
-off the tape. The source is compiled once per input shapes, dtypes and layouts
-(C-contiguous or not) and cached, so later calls run straight-line NumPy with no
-tape at all.
+off the tape. The source is compiled once per input shapes and dtypes and
+cached, so later calls run straight-line NumPy with no tape at all.
 
 What a trace cannot see it refuses (``TraceError``) instead of freezing:
 turning a traced Tensor into a Python value (``float(t)``, ``if t > 0:``).
@@ -969,9 +968,8 @@ class _Writer:
         self.parts: dict[tuple, str] = {}
         self.backward_of = _function_backward_positions(order, inputs)
         names = []
-        for name, t in self.params:  # a C-contiguous argument: so are all calls' (_cache_key)
-            ordered = self.inplace and t.data.flags.c_contiguous
-            self.vals[id(t)] = _Val(name, t.shape, t.dtype, ordered=ordered)
+        for name, t in self.params:  # any layout: a later call may pass another
+            self.vals[id(t)] = _Val(name, t.shape, t.dtype)
             self.forward_names[_identity(t)] = name
             self.used.add(name)
             names.append(name)
@@ -1388,8 +1386,7 @@ def _cache_key(args: Sequence[Any], positions: tuple[int, ...]) -> tuple:
     for i, a in enumerate(args):
         if i in positions or _is_array(a):
             data = np.asarray(a.data if isinstance(a, Tensor) else a)
-            # the layout too: the code may write into buffers laid out like the arguments
-            key.append((data.shape, data.dtype.str, data.flags.c_contiguous))
+            key.append((data.shape, data.dtype.str))
         else:
             try:
                 hash(a)
