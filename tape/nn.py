@@ -29,6 +29,7 @@ from .errors import describe
 from .ops import log_softmax, relu, sigmoid, tanh
 from .record import mark_changed
 from .tensor import Tensor
+from .viz import scope
 
 
 class Module(ABC):
@@ -62,7 +63,30 @@ class Module(ABC):
         """What calling the module computes; every subclass defines it."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        # A layer inside another module records its ops in a scope named after it
+        # ("0: Linear"), so to_dot(..., collapse=True) can draw each layer as one box.
+        name = vars(self).get("_scope_name")
+        if name is None:
+            return self.forward(*args, **kwargs)
+        with scope(name):
+            return self.forward(*args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, Tensor | Module | list | tuple):
+            self._name_parameters()
+
+    def _name_parameters(self) -> None:
+        """Give parameters their qualified names (``0.weight``), sub-modules their scope names.
+
+        A name the user chose stays; one this naming gave at a lower level
+        (``weight`` inside layer 0) is qualified further as modules nest.
+        """
+        for qualified, p in self.named_parameters():
+            if p.name is None or (p.name != qualified and qualified.endswith("." + p.name)):
+                p.name = qualified
+        for child_name, child in self.named_children():
+            object.__setattr__(child, "_scope_name", f"{child_name}: {type(child).__name__}")
 
     # ---- what the module holds -------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -233,12 +257,9 @@ class Linear(Module):
             rng.uniform(-bound, bound, (in_features, out_features)),
             requires_grad=True,
             dtype=dtype,
-            name="W",
         )
         self.bias = (
-            Tensor(
-                rng.uniform(-bound, bound, out_features), requires_grad=True, dtype=dtype, name="b"
-            )
+            Tensor(rng.uniform(-bound, bound, out_features), requires_grad=True, dtype=dtype)
             if bias
             else None
         )

@@ -630,11 +630,17 @@ def _frames(graph: Any, steps: Steps, visited: list[Node], output: Tensor, seed:
         flow = [edge_of[node.index, s.position] for s in mine]
         formulas = [formula(s) for s in mine]
         width = max((len(lhs) for lhs, _ in formulas), default=0)
+        named = {}  # a formula's x for an unnamed input: say which tensor of the table it is
+        for s in mine:
+            symbol = _symbol(s.node.inputs[s.position], s.position, s.node.op)
+            if symbol != steps.label(s.key):
+                named[symbol] = steps.label(s.key)
         frames.append(
             {
                 "title": f"Step {number} of {len(visited)}: VJP of {node.op}#{node.index}",
                 "counter": f"Step {number} of {len(visited)}",
-                "formula": [f"{lhs.ljust(width)}   {shapes}" for lhs, shapes in formulas],
+                "formula": [f"{lhs.ljust(width)}   {shapes}" for lhs, shapes in formulas]
+                + [f"({', '.join(f'{k} is {v}' for k, v in named.items())})"] * bool(named),
                 "text": text,
                 "active": f"n_{op_ids[node.index]}",
                 "flow": flow,
@@ -779,8 +785,7 @@ def _steps_page(output: Tensor, grad: Any, show_data: bool, title: str | None, w
     steps = Steps()
     if output.node.released is None:
         with GradMode(False):
-            _, ran = run([output], [start], make_pullback(graph=False), [steps])
-        visited = [node for node, _, _ in ran]
+            _, visited = run([output], [start], make_pullback(graph=False), [steps])
     else:  # the values are gone: show what the releasing pass sent, kept on the records
         start, visited = _replay_sent(output, steps)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import threading
 from collections.abc import Sequence
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autodiff import keep_flows, make_pullback, retains_grad, run
+from .autodiff import Flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
 from .record import INDEX, GradMode, Node, get_tape, reachable
 from .tensor import Standin, Tensor
@@ -221,9 +222,10 @@ def trace_flow(outputs: Sequence[Tensor]) -> None:
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
     outs = [t for t in outs if t.node.released is None]  # a released graph shows what it kept
     if outs:
+        flows = Flows()
         with GradMode(False):
-            _, ran = run(outs, [np.ones(t.shape, t.dtype) for t in outs], make_pullback(False), [])
-        keep_flows(ran)
+            run(outs, [np.ones(t.shape, t.dtype) for t in outs], make_pullback(False), [flows])
+        flows.end()
 
 
 _MISSING = object()
@@ -451,8 +453,13 @@ def _text(*lines: str) -> str:
     for line in lines:
         line = str(line).replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
         line = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in line)
+        # Graphviz reads &name; and &#38; in any label as entities: keep such text literal
+        line = _ENTITY.sub("&amp;", line)
         clean.append(graphviz.escape(line).replace("\n", "\\n"))
     return graphviz.nohtml("\\n".join(clean))
+
+
+_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")
 
 
 def _tensor_title(attrs: dict) -> str | None:
@@ -461,15 +468,26 @@ def _tensor_title(attrs: dict) -> str | None:
     return {"leaf": "leaf", "constant": "constant"}.get(attrs["role"])
 
 
-def _grad_line(attrs: dict, graph_flow: bool) -> str | None:
+def _shown(prefix: str, value: Any, max_values: int) -> list[str]:
+    """``prefix`` and the array as label lines: a small matrix one row per line."""
+    a = np.asarray(value) if isinstance(value, np.ndarray | np.generic | int | float) else None
+    if a is not None and a.size > 1 and a.dtype.kind in "fiu" and (a == a.flat[0]).all():
+        return [f"{prefix} {format_array(a, 1)}"]  # "4×2 all 0.125": every entry, exactly
+    if a is None or a.ndim != 2 or a.shape[0] < 2 or not 0 < a.size <= max_values:
+        return [f"{prefix} {format_array(value, max_values)}"]
+    rows = [format_array(row, max_values) for row in a]
+    return [f"{prefix} [{rows[0]},", *(f" {r}," for r in rows[1:-1]), f" {rows[-1]}]"]
+
+
+def _grad_line(attrs: dict, graph_flow: bool, max_values: int = 8) -> list[str]:
     if attrs["role"] == "constant":
-        return None
+        return []
     word = ".grad" if attrs["op"] is None else "grad"
     if "grad" in attrs:
-        return f"{word} {format_array(attrs['grad'])}"
+        return _shown(word, attrs["grad"], max_values)
     if graph_flow and "flow" not in attrs:
-        return f"{word}: none reached it"
-    return f"{word}: not computed yet"
+        return [f"{word}: none reached it"]
+    return [f"{word}: not computed yet"]
 
 
 def _tensor_style(attrs: dict) -> dict:
@@ -519,6 +537,7 @@ def to_dot(
     legend: bool = False,
     rankdir: str = "TB",
     flow: bool | None = None,
+    max_values: int = 8,
 ) -> graphviz.Digraph:
     """Draw the graph behind ``outputs`` as a ``graphviz.Digraph`` (shows inline in Jupyter).
 
@@ -534,7 +553,9 @@ def to_dot(
     into the op's label); ``collapse=True`` draws every ``scope`` as one
     node (``collapse=2`` collapses one nesting level deeper). ``flow`` is as
     in ``to_networkx`` (``True`` shows the flow before any backward);
-    ``rankdir="LR"`` lays the graph out left to right.
+    ``rankdir="LR"`` lays the graph out left to right. A gradient of up to
+    ``max_values`` entries is written out in full (``dlogits = (p − onehot)/N``
+    can be read off the edge); a larger one as its shape and range.
 
     >>> x = tape.tensor([3.0], requires_grad=True, name="x")
     >>> y = x * x + x
@@ -552,6 +573,7 @@ def to_dot(
         collapse=collapse,
         legend=legend,
         rankdir=rankdir,
+        max_values=max_values,
     )
 
 
@@ -568,6 +590,7 @@ def build_dot(
     titles: dict[str, str] | None = None,
     grad_texts: dict[str, str] | None = None,
     edge_texts: dict[tuple, list[str]] | None = None,
+    max_values: int = 8,
 ) -> graphviz.Digraph:
     """The drawing itself; the keyword-only extras serve the step-through page."""
     import graphviz
@@ -632,15 +655,14 @@ def build_dot(
         raw_constant = attrs["tensor"] is None  # a number the op was given: its value matters
         if (show_data or raw_constant) and int(np.prod(attrs["shape"])) <= 6:
             data = attrs["data"]
-            lines.append("data freed" if data is None else f"data {format_array(data)}")
+            lines.extend(["data freed"] if data is None else _shown("data", data, 6))
         if attrs["uses"] > 1:
             lines.append(f"used {attrs['uses']}× → grads add up (+=)")
         if show_grad:
-            line = (
-                grad_texts.get(n) if grad_texts and n in grad_texts else _grad_line(attrs, flowed)
-            )
-            if line:
-                lines.append(line)
+            if grad_texts and n in grad_texts:
+                lines.append(grad_texts[n])
+            else:
+                lines.extend(_grad_line(attrs, flowed, max_values))
         dot.node(n, _text(*lines), **_tensor_style(attrs), **extra(f"n_{n}"))
 
     merged: dict[tuple[str, str], list[dict]] = {}
@@ -663,7 +685,7 @@ def build_dot(
             if edge_texts is not None:
                 label.extend(edge_texts.get((u, v, key), []))
             elif show_grad and "grad" in attrs:
-                label.append(f"+= {format_array(attrs['grad'])}")
+                label.extend(_shown("+=", attrs["grad"], max_values))
                 if attrs.get("summed"):
                     label.append(attrs["summed"])
         if label:
@@ -681,7 +703,7 @@ def build_dot(
             total = grads[0]
             for g in grads[1:]:
                 total = total + g
-            style = {"label": _text(f"+= {format_array(total)}"), "fontcolor": _GRAD_COLOR}
+            style = {"label": _text(*_shown("+=", total, max_values)), "fontcolor": _GRAD_COLOR}
         dot.edge(tail, head, **style)
 
     if legend:
