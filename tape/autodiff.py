@@ -45,10 +45,9 @@ from .tensor import Tensor, on_graph, wrap
 def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tuple[dict, list]:
     """The reverse pass from ``roots`` (records or leaves), seeded with ``seeds``.
 
-    Returns the gradients that reached the leaves, and what ran: each record
-    with the gradient it received and what its pullback sent. The newest
-    waiting record is always complete: every op that consumed its output was
-    recorded later, so it has already sent its part.
+    Returns the gradients that reached the leaves, and the records whose
+    pullback ran. The newest waiting record is always complete: every op that
+    consumed its output was recorded later, so it has already sent its part.
     """
     grads: dict[Any, Any] = {}
     owned: set[Any] = set()  # sums this pass allocated: safe to += in place
@@ -74,9 +73,8 @@ def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tupl
         if not pending:
             return grads, ran
         node = heappop(pending)[1]
-        g = grads.pop(node)
-        sent = pullback(node, g)
-        ran.append((node, g, sent))
+        ran.append(node)
+        sent = pullback(node, grads.pop(node))
 
 
 # ---- the pullback: one record's VJPs, and the bookkeeping around them ------------------
@@ -434,26 +432,43 @@ def _small(value: Any) -> Any:
     return data if data.size <= FLOW_LIMIT else tuple(data.shape)
 
 
-def keep_flows(ran: list) -> None:
-    """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
+class Flows(Observer):
+    """What a pass sent along every edge, kept on the records for diagrams (``node.sent``).
 
     Only the latest such pass of each thread keeps them (a diagram is drawn
     right after the pass it shows), only for a pass over at most
     ``FLOW_RECORDS`` records, and each gradient as an array while it has at
     most ``FLOW_LIMIT`` entries (its shape otherwise): what a diagram shows
-    costs no memory worth naming, and a loop that keeps its losses keeps no flows.
+    costs no memory worth naming, and a loop that keeps its losses keeps no
+    flows. ``node.sent`` is ``(g, {position: (part, raw_shape)})``.
     """
-    for node in state.flowed:  # the previous pass's: let them go
-        if node.notes is not None:
-            node.notes.pop("sent", None)
-            node.notes = node.notes or None
-    state.flowed = []
-    if len(ran) > FLOW_RECORDS:
-        return
-    for node, g, sent in ran:
-        parts = {position: (_small(part), tuple(np.shape(raw))) for _, part, position, raw in sent}
-        node.note("sent", (_small(g), parts))
-    state.flowed = [node for node, _, _ in ran]
+
+    def __init__(self) -> None:
+        self.flows: dict[Node, tuple[Any, dict]] | None = {}
+
+    def total(self, key: Any, g: Any) -> Any:
+        flows = self.flows
+        if flows is not None and key.__class__ is Node:
+            if len(flows) == FLOW_RECORDS:
+                self.flows = None  # too big a graph to draw: keep nothing
+            else:
+                flows[key] = (_small(g), {})
+        return g
+
+    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        if self.flows is not None:
+            self.flows[node][1][position] = (_small(part), tuple(np.shape(raw)))
+
+    def end(self) -> None:
+        for node in state.flowed:  # the previous pass's: let them go
+            if node.notes is not None:
+                node.notes.pop("sent", None)
+                node.notes = node.notes or None
+        state.flowed = []
+        if self.flows is not None:
+            for node, flow in self.flows.items():
+                node.note("sent", flow)
+            state.flowed = list(self.flows)
 
 
 def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> list[Observer]:
@@ -569,7 +584,7 @@ _COMMIT = threading.Lock()  # threads backpropagating into one leaf must not los
 
 
 def _release(ran: list) -> None:
-    release([node for node, _, _ in ran], "backward")
+    release(ran, "backward")
 
 
 def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
@@ -586,7 +601,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     array([7.])
     """
     start = _seed(self, grad, "backward", graph=False)
-    observers = _observers(graph=False, retain=True)
+    observers = _observers(graph=False, retain=True, extra=[Flows()])
     with GradMode(False):
         grads, ran = run([self], [start], make_pullback(graph=False), observers)
     _check_leaves(grads)
@@ -595,7 +610,6 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
             add_into_grad(t, g)
         for o in observers:
             o.end()
-    keep_flows(ran)
     if not retain_graph:
         _release(ran)
 
@@ -687,7 +701,7 @@ def grad(
         for o in observers:
             o.end()
     if not (create_graph if retain_graph is None else retain_graph):
-        _release([r for r in ran if r[0] in through])  # the others did not run
+        _release([node for node in ran if node in through])  # the others did not run
     return results
 
 
