@@ -762,7 +762,7 @@ def show_steps(
     if height is None:
         found = re.search(r'<svg[^>]*height="([\d.]+)pt"', page)
         drawn = float(found.group(1)) * 4 / 3 if found else 700.0
-        height = int(min(max(drawn + 160, 560), 1400))
+        height = int(min(max(drawn + 160, 560), 900))  # taller: the frame scrolls itself
     return StepsPage(page, height)
 
 
@@ -785,7 +785,7 @@ def _steps_page(output: Tensor, grad: Any, show_data: bool, title: str | None, w
     steps = Steps()
     if output.node.released is None:
         with GradMode(False):
-            _, visited = run([output], [start], make_pullback(graph=False), [steps])
+            _, visited, _ = run([output], [start], make_pullback(graph=False), [steps])
     else:  # the values are gone: show what the releasing pass sent, kept on the records
         start, visited = _replay_sent(output, steps)
 
@@ -891,6 +891,16 @@ _TEMPLATE = """<!DOCTYPE html>
   td.matrix { white-space: pre; }
   th { background: #f0f0f0; font-family: Helvetica, Arial, sans-serif; }
   .hint { color: #777; font-size: 13px; margin-top: 14px; }
+  /* Narrow (a docs column, a half-width notebook): the explanation stays on top, the
+     picture gets the full width and scrolls beneath it. */
+  @media (max-width: 900px) {
+    main { flex-direction: column; gap: 8px; }
+    #graph { width: 100%; }
+    #panel { order: -1; width: 100%; min-width: 0; box-sizing: border-box; top: 86px;
+             max-height: 42vh; overflow: auto; background: #fff; z-index: 1;
+             border-bottom: 1px solid #ddd; padding-bottom: 6px; }
+    #panel .hint { display: none; }
+  }
   g.edge text { visibility: hidden; }
   g.edge.done text, g.edge.flow text { visibility: visible; }
   g.edge.done text { fill: #999999; }
@@ -947,6 +957,10 @@ _TEMPLATE = """<!DOCTYPE html>
     if (!el) return;
     var box = el.getBoundingClientRect();
     var top = document.querySelector("header").getBoundingClientRect().bottom;
+    var main = document.querySelector("main");
+    if (getComputedStyle(main).flexDirection === "column") {  // the panel sits on top
+      top = Math.max(top, document.getElementById("panel").getBoundingClientRect().bottom);
+    }
     if (box.top >= top && box.bottom <= window.innerHeight) return;
     window.scrollTo(0, window.scrollY + box.top - (top + window.innerHeight - box.height) / 2);
   }

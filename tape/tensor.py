@@ -304,7 +304,9 @@ class Tensor:
         from .teaching import user_line  # the page's way of naming a line (cells, not files)
 
         def show(a: np.ndarray) -> str:
-            text = np.array2string(a, separator=", ", precision=4, threshold=48, edgeitems=3)
+            text = np.array2string(
+                a, separator=", ", precision=4, threshold=48, edgeitems=3, max_line_width=60
+            )
             return f"<pre style='margin: 0'>{html.escape(text)}</pre>"
 
         try:

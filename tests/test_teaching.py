@@ -382,5 +382,5 @@ def test_show_steps_embeds_the_page_in_an_isolated_frame_and_writes_nothing(tmp_
     srcdoc = re.match(r'<iframe srcdoc="([^"]*)"', markup).group(1)  # one attribute value
     assert html_module.unescape(srcdoc) == shown.html
     assert "<script" not in srcdoc and "step by step" in shown.html
-    assert 300 < shown.height <= 1400
+    assert 300 < shown.height <= 900
     assert shown.save(tmp_path / "p.html").read_text(encoding="utf-8") == shown.html
