@@ -42,17 +42,20 @@ from .tensor import Tensor, on_graph, wrap
 # ---- the walk -----------------------------------------------------------------------------
 
 
-def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tuple[dict, list]:
+def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tuple[dict, list, list]:
     """The reverse pass from ``roots`` (records or leaves), seeded with ``seeds``.
 
-    Returns the gradients that reached the leaves, and the records whose
-    pullback ran. The newest waiting record is always complete: every op that
-    consumed its output was recorded later, so it has already sent its part.
+    Returns the gradients that reached the leaves, the records whose pullback
+    ran, and for the first ``FLOW_RECORDS`` of them what they received and
+    sent (a diagram's worth; a bigger pass keeps no more). The newest waiting
+    record is always complete: every op that consumed its output was recorded
+    later, so it has already sent its part.
     """
     grads: dict[Any, Any] = {}
     owned: set[Any] = set()  # sums this pass allocated: safe to += in place
     pending: list[tuple[int, Node]] = []
-    ran = []
+    ran: list[Node] = []
+    steps: list[tuple] = []
     sent = [(key, part, 0, part) for key, part in zip(roots, seeds)]
     while True:
         for key, part, _, _ in sent:  # accumulate: grads[key] += part
@@ -71,10 +74,13 @@ def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tupl
                     grads[key] = np.asarray(total)
                     owned.add(key)
         if not pending:
-            return grads, ran
+            return grads, ran, steps
         node = heappop(pending)[1]
         ran.append(node)
-        sent = pullback(node, grads.pop(node))
+        g = grads.pop(node)
+        sent = pullback(node, g)
+        if len(ran) <= FLOW_RECORDS:
+            steps.append((node, g, sent))
 
 
 # ---- the pullback: one record's VJPs, and the bookkeeping around them ------------------
@@ -432,43 +438,27 @@ def _small(value: Any) -> Any:
     return data if data.size <= FLOW_LIMIT else tuple(data.shape)
 
 
-class Flows(Observer):
-    """What a pass sent along every edge, kept on the records for diagrams (``node.sent``).
+def keep_flows(ran: list, steps: list) -> None:
+    """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
 
-    Only the latest such pass of each thread keeps them (a diagram is drawn
-    right after the pass it shows), only for a pass over at most
-    ``FLOW_RECORDS`` records, and each gradient as an array while it has at
-    most ``FLOW_LIMIT`` entries (its shape otherwise): what a diagram shows
-    costs no memory worth naming, and a loop that keeps its losses keeps no
-    flows. ``node.sent`` is ``(g, {position: (part, raw_shape)})``.
+    ``node.sent`` is ``(g, {position: (part, raw_shape)})``. Only the latest
+    such pass of each thread keeps them (a diagram is drawn right after the
+    pass it shows), only for a pass over at most ``FLOW_RECORDS`` records, and
+    each gradient as an array while it has at most ``FLOW_LIMIT`` entries (its
+    shape otherwise): what a diagram shows costs no memory worth naming, and a
+    loop that keeps its losses keeps no flows.
     """
-
-    def __init__(self) -> None:
-        self.flows: dict[Node, tuple[Any, dict]] | None = {}
-
-    def total(self, key: Any, g: Any) -> Any:
-        flows = self.flows
-        if flows is not None and key.__class__ is Node:
-            if len(flows) == FLOW_RECORDS:
-                self.flows = None  # too big a graph to draw: keep nothing
-            else:
-                flows[key] = (_small(g), {})
-        return g
-
-    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
-        if self.flows is not None:
-            self.flows[node][1][position] = (_small(part), tuple(np.shape(raw)))
-
-    def end(self) -> None:
-        for node in state.flowed:  # the previous pass's: let them go
-            if node.notes is not None:
-                node.notes.pop("sent", None)
-                node.notes = node.notes or None
-        state.flowed = []
-        if self.flows is not None:
-            for node, flow in self.flows.items():
-                node.note("sent", flow)
-            state.flowed = list(self.flows)
+    for node in state.flowed:  # the previous pass's: let them go
+        if node.notes is not None:
+            node.notes.pop("sent", None)
+            node.notes = node.notes or None
+    state.flowed = []
+    if len(ran) > FLOW_RECORDS:
+        return
+    for node, g, sent in steps:
+        parts = {position: (_small(part), tuple(np.shape(raw))) for _, part, position, raw in sent}
+        node.note("sent", (_small(g), parts))
+    state.flowed = ran
 
 
 def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> list[Observer]:
@@ -495,7 +485,7 @@ def run(
     collecting = gc.isenabled()
     gc.disable()  # the walk makes no cycles; scanning a big graph for them would dominate it
     try:
-        grads, ran = walk(keys, seeds, pullback)
+        grads, ran, steps = walk(keys, seeds, pullback)
     finally:
         if collecting:
             gc.enable()
@@ -503,7 +493,7 @@ def run(
         for o in observers:
             g = o.total(key, g)
         grads[key] = g
-    return grads, ran
+    return grads, ran, steps
 
 
 # ---- the public entry points -----------------------------------------------------------
@@ -601,15 +591,16 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     array([7.])
     """
     start = _seed(self, grad, "backward", graph=False)
-    observers = _observers(graph=False, retain=True, extra=[Flows()])
+    observers = _observers(graph=False, retain=True)
     with GradMode(False):
-        grads, ran = run([self], [start], make_pullback(graph=False), observers)
+        grads, ran, steps = run([self], [start], make_pullback(graph=False), observers)
     _check_leaves(grads)
     with _COMMIT:  # commit only after the walk succeeded
         for t, g in _owned_copies(grads, [start]).items():
             add_into_grad(t, g)
         for o in observers:
             o.end()
+    keep_flows(ran, steps)
     if not retain_graph:
         _release(ran)
 
@@ -681,7 +672,7 @@ def grad(
     state.anomaly = anomaly and not create_graph
     try:
         with GradMode(create_graph):
-            grads, ran = run(outs, seeds, make_pullback(create_graph, through, keep), observers)
+            grads, ran, _ = run(outs, seeds, make_pullback(create_graph, through, keep), observers)
     finally:
         state.anomaly = anomaly
     _check_leaves({t: g for t, g in grads.items() if t in wanted})

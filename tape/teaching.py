@@ -891,16 +891,15 @@ _TEMPLATE = """<!DOCTYPE html>
   td.matrix { white-space: pre; }
   th { background: #f0f0f0; font-family: Helvetica, Arial, sans-serif; }
   .hint { color: #777; font-size: 13px; margin-top: 14px; }
-  /* Narrow (a docs column, a half-width notebook): the explanation stays on top, the
-     picture gets the full width and scrolls beneath it. */
-  @media (max-width: 900px) {
-    main { flex-direction: column; gap: 8px; }
-    #graph { width: 100%; }
-    #panel { order: -1; width: 100%; min-width: 0; box-sizing: border-box; top: 86px;
-             max-height: 42vh; overflow: auto; background: #fff; z-index: 1;
-             border-bottom: 1px solid #ddd; padding-bottom: 6px; }
-    #panel .hint { display: none; }
-  }
+  /* Narrow (a docs column, a half-width notebook; the script sets the class, as some
+     notebook renderers drop @media rules): the explanation stays on top, the picture
+     gets the full width and scrolls beneath it. */
+  body.narrow main { flex-direction: column; gap: 8px; }
+  body.narrow #graph { width: 100%; }
+  body.narrow #panel { order: -1; width: 100%; min-width: 0; box-sizing: border-box;
+                       top: 86px; max-height: 42vh; overflow: auto; background: #fff;
+                       z-index: 1; border-bottom: 1px solid #ddd; padding-bottom: 6px; }
+  body.narrow #panel .hint { display: none; }
   g.edge text { visibility: hidden; }
   g.edge.done text, g.edge.flow text { visibility: visible; }
   g.edge.done text { fill: #999999; }
@@ -957,13 +956,15 @@ _TEMPLATE = """<!DOCTYPE html>
     if (!el) return;
     var box = el.getBoundingClientRect();
     var top = document.querySelector("header").getBoundingClientRect().bottom;
-    var main = document.querySelector("main");
-    if (getComputedStyle(main).flexDirection === "column") {  // the panel sits on top
+    if (document.body.classList.contains("narrow")) {  // the panel sits on top
       top = Math.max(top, document.getElementById("panel").getBoundingClientRect().bottom);
     }
     if (box.top >= top && box.bottom <= window.innerHeight) return;
     window.scrollTo(0, window.scrollY + box.top - (top + window.innerHeight - box.height) / 2);
   }
+  function layout() { document.body.classList.toggle("narrow", window.innerWidth < 900); }
+  layout();
+  window.addEventListener("resize", layout);
   function show(i) {
     k = Math.max(0, Math.min(frames.length - 1, i));
     var f = frames[k];

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autodiff import Flows, make_pullback, retains_grad, run
+from .autodiff import keep_flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
 from .record import INDEX, GradMode, Node, get_tape, reachable
 from .tensor import Standin, Tensor
@@ -222,10 +222,10 @@ def trace_flow(outputs: Sequence[Tensor]) -> None:
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
     outs = [t for t in outs if t.node.released is None]  # a released graph shows what it kept
     if outs:
-        flows = Flows()
         with GradMode(False):
-            run(outs, [np.ones(t.shape, t.dtype) for t in outs], make_pullback(False), [flows])
-        flows.end()
+            seeds = [np.ones(t.shape, t.dtype) for t in outs]
+            _, ran, steps = run(outs, seeds, make_pullback(False), [])
+        keep_flows(ran, steps)
 
 
 _MISSING = object()
