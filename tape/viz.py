@@ -471,7 +471,13 @@ def _tensor_title(attrs: dict) -> str | None:
 def _shown(prefix: str, value: Any, max_values: int) -> list[str]:
     """``prefix`` and the array as label lines: a small matrix one row per line."""
     a = np.asarray(value) if isinstance(value, np.ndarray | np.generic | int | float) else None
-    if a is not None and a.size > 1 and a.dtype.kind in "fiu" and (a == a.flat[0]).all():
+    if (
+        a is not None
+        and a.ndim > 1
+        and a.size > 1
+        and a.dtype.kind in "fiu"
+        and (a == a.flat[0]).all()
+    ):
         return [f"{prefix} {format_array(a, 1)}"]  # "4×2 all 0.125": every entry, exactly
     if a is None or a.ndim != 2 or a.shape[0] < 2 or not 0 < a.size <= max_values:
         return [f"{prefix} {format_array(value, max_values)}"]

@@ -231,3 +231,31 @@ def test_the_inline_page_steps_without_scrolling_the_notebook(browser, tmp_path)
     assert browser.execute_script("return window.scrollY;") == before  # the host did not move
     assert inner >= 0
     screenshot(browser, tmp_path, "inline_host")
+
+
+def test_in_a_narrow_column_the_explanation_sits_above_the_picture(browser, tmp_path):
+    """A docs column or half-width notebook: the panel on top, the picture at full width."""
+    from selenium.webdriver.common.by import By
+
+    rng = np.random.default_rng(0)
+    W = tape.tensor(rng.standard_normal((3, 2)), requires_grad=True, name="W")
+    loss = (np.ones((4, 3)) @ W).relu().mean()
+    host = tmp_path / "narrow.html"
+    host.write_text(
+        "<!DOCTYPE html><html><body><div style='width: 600px'>"
+        f"{tape.show_steps(loss, height=700)._repr_html_()}</div></body></html>",
+        encoding="utf-8",
+    )
+    browser.get(host.resolve().as_uri())
+    browser.switch_to.frame(browser.find_element(By.TAG_NAME, "iframe"))
+    try:
+        assert "narrow" in browser.find_element(By.TAG_NAME, "body").get_attribute("class")
+        panel = browser.find_element(By.ID, "panel").rect
+        graph = browser.find_element(By.ID, "graph").rect
+        assert panel["y"] + panel["height"] <= graph["y"] + 1  # the explanation first
+        assert graph["width"] > 500  # the picture gets the whole width
+        browser.find_element(By.ID, "last").click()
+        assert console_errors(browser) == []
+    finally:
+        browser.switch_to.default_content()
+    screenshot(browser, tmp_path, "narrow_column")
