@@ -124,6 +124,69 @@ def _reflected(o: Op) -> Callable[[Any, Any], Tensor]:
     return reflected
 
 
+_SYMBOLS = {  # a binary op's symbol gives its dunder, reflected dunder and NumPy ufunc
+    "+": ("add", np.add),
+    "-": ("sub", np.subtract),
+    "*": ("mul", np.multiply),
+    "/": ("truediv", np.true_divide),
+    "**": ("pow", np.power),
+}
+
+
+def unary(
+    name: str, forward: Callable, vjp: Callable, math: str, *, dunder: str | None = None
+) -> Any:
+    """One elementwise op in one row: its NumPy ``forward`` and its ``vjp``; ``math`` for the docs.
+
+    A NumPy ufunc as ``forward`` also makes ``np.NAME(t)`` record the op.
+    """
+
+    def elementwise(x):
+        return forward(x)
+
+    elementwise.__doc__ = f"Elementwise ``{name}``; ``{math}``."
+    ufunc = forward if isinstance(forward, np.ufunc) else None
+    fn = op(name, dunders=(dunder,) if dunder else (), ufunc=ufunc)(elementwise)
+    fn.defvjp(vjp)
+    fn.__doc__ += _example(fn, name, ([0.25, 0.5],))
+    return fn
+
+
+def binary(name: str, symbol: Any, dx: Callable, dy: Callable, math: str) -> Any:
+    """One broadcasting op of two inputs in one row.
+
+    ``symbol`` is an operator (``"*"``: ``__mul__``, ``__rmul__`` and ``np.multiply``
+    follow) or, for a function without one, its NumPy ufunc.
+    """
+    word, ufunc = _SYMBOLS[symbol] if isinstance(symbol, str) else (None, symbol)
+
+    def elementwise(x, y):
+        return ufunc(x, y)
+
+    elementwise.__doc__ = f"Elementwise ``{name}`` of ``x`` and ``y`` (broadcasting); ``{math}``."
+    dunders = (f"__{word}__",) if word else ()
+    reflected = (f"__r{word}__",) if word else ()
+    register = op(name, dunders=dunders, reflected=reflected, ufunc=ufunc, hint=_broadcast_hint)
+    fn = register(elementwise)
+    fn.defvjp(dx, dy)
+    fn.__doc__ += _example(fn, name, ([0.25, 0.5], [2.0, 3.0]))
+    return fn
+
+
+def _example(fn: Any, name: str, values: tuple) -> str:
+    """A docstring example that runs: the op's gradient at ``values``, worked out by its VJPs."""
+    o = fn.op
+    arrays = tuple(np.array(v) for v in values)
+    saved = o.save(o.forward(*arrays), arrays)
+    grads = [np.round(call(np.ones(2), saved, {}), 4) for call in o.calls]
+    names = "xy"[: len(values)]
+    lines = [f">>> {v} = tape.tensor({list(a)}, requires_grad=True)" for v, a in zip(names, values)]
+    grad_text = ", ".join(f"{v}.grad.round(4)" for v in names)
+    shown = repr(grads[0]) if len(grads) == 1 else repr(tuple(grads))
+    lines.append(f">>> tape.{name}({', '.join(names)}).sum().backward(); {grad_text}")
+    return "\n\n" + "\n".join(lines) + "\n" + shown + "\n"
+
+
 def _broadcast_hint(x: Any, y: Any, **params: Any) -> str | None:
     try:
         np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(params.get("cond", ())))
@@ -147,95 +210,13 @@ def _axis(axis: Any) -> Any:
     return tuple(axis) if isinstance(axis, list) else axis
 
 
-# ---- arithmetic -----------------------------------------------------------------
+# ---- arithmetic: one row per op ---------------------------------------------------------
 
-
-@op("add", dunders=("__add__",), reflected=("__radd__",), ufunc=np.add, hint=_broadcast_hint)
-def add(x, y):
-    """Elementwise ``x + y`` (broadcasting); ``∂/∂x = ∂/∂y = 1``.
-
-    >>> b = tape.tensor([0.5, 0.5], requires_grad=True)
-    >>> (tape.ones((2, 2)) + b).sum().backward(); b.grad  # b fed two rows: summed back
-    array([2., 2.])
-    """
-    return x + y
-
-
-add.defvjp(
-    lambda g: g,  # ∂(x+y)/∂x = 1
-    lambda g: g,  # ∂(x+y)/∂y = 1
-)
-
-
-@op("sub", dunders=("__sub__",), reflected=("__rsub__",), ufunc=np.subtract, hint=_broadcast_hint)
-def sub(x, y):
-    """Elementwise ``x - y`` (broadcasting); ``∂/∂x = 1``, ``∂/∂y = −1``.
-
-    >>> x, y = tape.tensor([3.0], requires_grad=True), tape.tensor([1.0], requires_grad=True)
-    >>> (x - y).sum().backward(); x.grad, y.grad
-    (array([1.]), array([-1.]))
-    """
-    return x - y
-
-
-sub.defvjp(
-    lambda g: g,  # ∂(x−y)/∂x = 1
-    lambda g: -g,  # ∂(x−y)/∂y = −1
-)
-
-
-@op("mul", dunders=("__mul__",), reflected=("__rmul__",), ufunc=np.multiply, hint=_broadcast_hint)
-def mul(x, y):
-    """Elementwise ``x * y`` (broadcasting); ``∂/∂x = y``, ``∂/∂y = x``.
-
-    >>> x = tape.tensor([3.0], requires_grad=True)
-    >>> (x * x).sum().backward(); x.grad  # two uses of x: 3 + 3
-    array([6.])
-    """
-    return x * y
-
-
-mul.defvjp(
-    lambda g, y: g * y,  # ∂(xy)/∂x = y
-    lambda g, x: g * x,  # ∂(xy)/∂y = x
-)
-
-
-@op(
-    "div",
-    dunders=("__truediv__",),
-    reflected=("__rtruediv__",),
-    ufunc=np.true_divide,
-    hint=_broadcast_hint,
-)
-def div(x, y):
-    """Elementwise ``x / y`` (true division); ``∂/∂x = 1/y``, ``∂/∂y = −x/y²``.
-
-    >>> x, y = tape.tensor([3.0], requires_grad=True), tape.tensor([2.0], requires_grad=True)
-    >>> (x / y).sum().backward(); x.grad, y.grad
-    (array([0.5]), array([-0.75]))
-    """
-    return x / y
-
-
-div.defvjp(
-    lambda g, y: g / y,  # ∂(x/y)/∂x = 1/y
-    lambda g, out, y: -g * out / y,  # ∂(x/y)/∂y = −x/y² = −out/y
-)
-
-
-@op("neg", dunders=("__neg__",), ufunc=np.negative)
-def neg(x):
-    """Elementwise ``-x``; ``∂/∂x = −1``.
-
-    >>> x = tape.tensor([3.0], requires_grad=True)
-    >>> (-x).sum().backward(); x.grad
-    array([-1.])
-    """
-    return -x
-
-
-neg.defvjp(lambda g: -g)  # ∂(−x)/∂x = −1
+add = binary("add", "+", lambda g: g, lambda g: g, "∂/∂x = ∂/∂y = 1")  # g flows to both
+sub = binary("sub", "-", lambda g: g, lambda g: -g, "∂/∂x = 1, ∂/∂y = −1")
+mul = binary("mul", "*", lambda g, y: g * y, lambda g, x: g * x, "∂(xy)/∂x = y, ∂(xy)/∂y = x")
+div = binary("div", "/", lambda g, y: g / y, lambda g, out, y: -g * out / y, "∂/∂y = −out/y")
+neg = unary("neg", np.negative, lambda g: -g, "∂(−x)/∂x = −1", dunder="__neg__")
 
 
 def _pow_dx(g, x, y):
@@ -250,18 +231,7 @@ def _pow_dy(g, out, x):
     return g * out * np.log(np.where(x > 0, x, 1))
 
 
-@op("pow", dunders=("__pow__",), reflected=("__rpow__",), ufunc=np.power, hint=_broadcast_hint)
-def pow(x, y):
-    """Elementwise ``x ** y`` (broadcasting); ``∂/∂x = y·xʸ⁻¹``, ``∂/∂y = xʸ ln x``.
-
-    >>> x = tape.tensor([3.0], requires_grad=True)
-    >>> (x**2).sum().backward(); x.grad
-    array([6.])
-    """
-    return x**y
-
-
-pow.defvjp(_pow_dx, _pow_dy)
+pow = binary("pow", "**", _pow_dx, _pow_dy, "∂/∂x = y·xʸ⁻¹, ∂/∂y = xʸ ln x")
 
 
 def _matmul_hint(x: Any, y: Any) -> str | None:
@@ -317,108 +287,23 @@ def matmul(x, y):
 matmul.defvjp(_matmul_dx, _matmul_dy)
 
 
-# ---- elementwise functions ----------------------------------------------------------
+# ---- elementwise functions: one row per op --------------------------------------------
 
 
-@op("exp", ufunc=np.exp)
-def exp(x):
-    """Elementwise ``eˣ``; ``∂eˣ/∂x = eˣ``, the output itself.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.exp().sum().backward(); x.grad.round(4)
-    array([1.    , 2.7183])
-    """
-    return np.exp(x)
-
-
-exp.defvjp(lambda g, out: g * out)  # ∂eˣ/∂x = eˣ
-
-
-@op("log", ufunc=np.log)
-def log(x):
-    """Natural logarithm, elementwise; ``∂ ln x/∂x = 1/x`` (domain x > 0).
-
-    >>> x = tape.tensor([0.5, 2.0], requires_grad=True)
-    >>> x.log().sum().backward(); x.grad
-    array([2. , 0.5])
-    """
-    return np.log(x)
-
-
-log.defvjp(lambda g, x: g / x)  # ∂ln x/∂x = 1/x
-
-
-@op("sqrt", ufunc=np.sqrt)
-def sqrt(x):
-    """Elementwise square root; ``∂√x/∂x = 1/(2√x)`` (domain x ≥ 0, inf at 0).
-
-    >>> x = tape.tensor([1.0, 4.0], requires_grad=True)
-    >>> x.sqrt().sum().backward(); x.grad
-    array([0.5 , 0.25])
-    """
-    return np.sqrt(x)
-
-
-sqrt.defvjp(lambda g, out: g / (2 * out))  # ∂√x/∂x = 1/(2√x)
-
-
-@op("abs", dunders=("__abs__",), ufunc=np.absolute)
-def abs(x):
-    """Elementwise ``|x|``; ``∂|x|/∂x = sign(x)``, and 0 at 0 (PyTorch).
-
-    >>> x = tape.tensor([-2.0, 0.0, 3.0], requires_grad=True)
-    >>> x.abs().sum().backward(); x.grad
-    array([-1.,  0.,  1.])
-    """
-    return np.abs(x)
-
-
-abs.defvjp(lambda g, x: g * np.sign(x))  # ∂|x|/∂x = sign(x); sign(0) = 0
-
-
-@op("tanh", ufunc=np.tanh)
-def tanh(x):
-    """Elementwise hyperbolic tangent; ``∂ tanh/∂x = 1 − tanh²``, from the output.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.tanh().sum().backward(); x.grad.round(4)
-    array([1.  , 0.42])
-    """
-    return np.tanh(x)
-
-
-tanh.defvjp(lambda g, out: g * (1 - out * out))  # ∂tanh/∂x = 1 − tanh²
-
-
-@op("sigmoid")
-def sigmoid(x):
-    """Elementwise logistic ``σ(x) = 1 / (1 + e⁻ˣ)``, stable for large ``|x|``.
-
-    ``∂σ/∂x = σ(1 − σ)``, from the output.
-
-    >>> x = tape.tensor([0.0, 1000.0], requires_grad=True)
-    >>> x.sigmoid().sum().backward(); x.grad
-    array([0.25, 0.  ])
-    """
+def _sigmoid(x):
     e = np.exp(-np.abs(x))  # never exp of a large positive number
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-sigmoid.defvjp(lambda g, out: g * out * (1 - out))  # ∂σ/∂x = σ(1 − σ)
-
-
-@op("relu")
-def relu(x):
-    """Elementwise ``max(x, 0)``; ``∂/∂x = 1`` where ``x > 0``, else 0 (``relu'(0) = 0``).
-
-    >>> x = tape.tensor([-1.0, 0.0, 2.0], requires_grad=True)
-    >>> x.relu().sum().backward(); x.grad
-    array([0., 0., 1.])
-    """
-    return np.maximum(x, 0)
-
-
-relu.defvjp(lambda g, out: g * (out > 0))  # 1 where x > 0; relu'(0) = 0
+exp = unary("exp", np.exp, lambda g, out: g * out, "∂eˣ/∂x = eˣ, the output itself")
+log = unary("log", np.log, lambda g, x: g / x, "∂ln x/∂x = 1/x; domain x > 0")
+sqrt = unary("sqrt", np.sqrt, lambda g, out: g / (2 * out), "∂√x/∂x = 1/(2√x); inf at 0")
+# sign(0) = 0: abs'(0) = 0, as in PyTorch
+abs = unary("abs", np.absolute, lambda g, x: g * np.sign(x), "∂|x|/∂x = sign(x)", dunder="__abs__")
+tanh = unary("tanh", np.tanh, lambda g, out: g * (1 - out * out), "∂tanh/∂x = 1 − tanh²")
+sigmoid = unary("sigmoid", _sigmoid, lambda g, out: g * out * (1 - out), "∂σ/∂x = σ(1 − σ)")
+# 1 where x > 0 (out > 0 says the same): relu'(0) = 0, as in PyTorch
+relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, out: g * (out > 0), "∂/∂x = [x > 0]")
 
 
 class _TensorBound:
@@ -997,235 +882,33 @@ NONDIFF_FUNCTIONS.update(
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 
-# ---- trigonometric and hyperbolic ---------------------------------------------------------
-
-
-@op("sin", ufunc=np.sin)
-def sin(x):
-    """Elementwise sine; ``∂ sin x/∂x = cos x``.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.sin().sum().backward(); x.grad.round(4)
-    array([1.    , 0.5403])
-    """
-    return np.sin(x)
-
-
-sin.defvjp(lambda g, x: g * np.cos(x))  # ∂ sin x/∂x = cos x
-
-
-@op("cos", ufunc=np.cos)
-def cos(x):
-    """Elementwise cosine; ``∂ cos x/∂x = −sin x``.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.cos().sum().backward(); x.grad.round(4)
-    array([-0.    , -0.8415])
-    """
-    return np.cos(x)
-
-
-cos.defvjp(lambda g, x: -g * np.sin(x))  # ∂ cos x/∂x = −sin x
-
-
-@op("tan", ufunc=np.tan)
-def tan(x):
-    """Elementwise tangent; ``∂ tan x/∂x = 1 + tan² x`` (poles at π/2 + kπ).
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.tan().sum().backward(); x.grad.round(4)
-    array([1.    , 3.4255])
-    """
-    return np.tan(x)
-
-
-tan.defvjp(lambda g, out: g * (1 + out * out))  # ∂ tan x/∂x = 1 + tan² x = sec² x
-
-
-@op("arcsin", ufunc=np.arcsin)
-def arcsin(x):
-    """Elementwise inverse sine; ``∂/∂x = 1/√(1 − x²)`` (domain −1 ≤ x ≤ 1, inf at ±1).
-
-    >>> x = tape.tensor([0.0, 0.6], requires_grad=True)
-    >>> x.arcsin().sum().backward(); x.grad
-    array([1.  , 1.25])
-    """
-    return np.arcsin(x)
-
-
-arcsin.defvjp(lambda g, x: g / np.sqrt(1 - x * x))  # ∂ arcsin x/∂x = 1/√(1 − x²)
-
-
-@op("arccos", ufunc=np.arccos)
-def arccos(x):
-    """Elementwise inverse cosine; ``∂/∂x = −1/√(1 − x²)`` (domain −1 ≤ x ≤ 1).
-
-    >>> x = tape.tensor([0.0, 0.6], requires_grad=True)
-    >>> x.arccos().sum().backward(); x.grad
-    array([-1.  , -1.25])
-    """
-    return np.arccos(x)
-
-
-arccos.defvjp(lambda g, x: -g / np.sqrt(1 - x * x))  # ∂ arccos x/∂x = −1/√(1 − x²)
-
-
-@op("arctan", ufunc=np.arctan)
-def arctan(x):
-    """Elementwise inverse tangent; ``∂/∂x = 1/(1 + x²)``.
-
-    >>> x = tape.tensor([0.0, 2.0], requires_grad=True)
-    >>> x.arctan().sum().backward(); x.grad
-    array([1. , 0.2])
-    """
-    return np.arctan(x)
-
-
-arctan.defvjp(lambda g, x: g / (1 + x * x))  # ∂ arctan x/∂x = 1/(1 + x²)
-
-
-@op("sinh", ufunc=np.sinh)
-def sinh(x):
-    """Elementwise hyperbolic sine; ``∂ sinh x/∂x = cosh x``.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.sinh().sum().backward(); x.grad.round(4)
-    array([1.    , 1.5431])
-    """
-    return np.sinh(x)
-
-
-sinh.defvjp(lambda g, x: g * np.cosh(x))  # ∂ sinh x/∂x = cosh x
-
-
-@op("cosh", ufunc=np.cosh)
-def cosh(x):
-    """Elementwise hyperbolic cosine; ``∂ cosh x/∂x = sinh x``.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.cosh().sum().backward(); x.grad.round(4)
-    array([0.    , 1.1752])
-    """
-    return np.cosh(x)
-
-
-cosh.defvjp(lambda g, x: g * np.sinh(x))  # ∂ cosh x/∂x = sinh x
-
-
-# ---- logarithms, exponentials, powers -------------------------------------------------------
-
-
-@op("log1p", ufunc=np.log1p)
-def log1p(x):
-    """Elementwise ``ln(1 + x)``, accurate for tiny ``x``; ``∂/∂x = 1/(1 + x)`` (domain x > −1).
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.log1p().sum().backward(); x.grad
-    array([1. , 0.5])
-    """
-    return np.log1p(x)
-
-
-log1p.defvjp(lambda g, x: g / (1 + x))  # ∂ ln(1 + x)/∂x = 1/(1 + x)
-
-
-@op("expm1", ufunc=np.expm1)
-def expm1(x):
-    """Elementwise ``eˣ − 1``, accurate for tiny ``x``; ``∂/∂x = eˣ = out + 1``.
-
-    >>> x = tape.tensor([0.0, 1.0], requires_grad=True)
-    >>> x.expm1().sum().backward(); x.grad.round(4)
-    array([1.    , 2.7183])
-    """
-    return np.expm1(x)
-
-
-expm1.defvjp(lambda g, out: g * (out + 1))  # ∂(eˣ − 1)/∂x = eˣ = out + 1
-
-
-@op("log2", ufunc=np.log2)
-def log2(x):
-    """Elementwise base-2 logarithm; ``∂/∂x = 1/(x ln 2)`` (domain x > 0).
-
-    >>> x = tape.tensor([1.0, 2.0], requires_grad=True)
-    >>> x.log2().sum().backward(); x.grad.round(4)
-    array([1.4427, 0.7213])
-    """
-    return np.log2(x)
-
-
-log2.defvjp(lambda g, x: g / (x * _LN2))  # ∂ log₂ x/∂x = 1/(x ln 2)
-
-
-@op("log10", ufunc=np.log10)
-def log10(x):
-    """Elementwise base-10 logarithm; ``∂/∂x = 1/(x ln 10)`` (domain x > 0).
-
-    >>> x = tape.tensor([1.0, 10.0], requires_grad=True)
-    >>> x.log10().sum().backward(); x.grad.round(4)
-    array([0.4343, 0.0434])
-    """
-    return np.log10(x)
-
-
-log10.defvjp(lambda g, x: g / (x * _LN10))  # ∂ log₁₀ x/∂x = 1/(x ln 10)
-
-
-@op("exp2", ufunc=np.exp2)
-def exp2(x):
-    """Elementwise ``2ˣ``; ``∂/∂x = 2ˣ ln 2 = out · ln 2``.
-
-    >>> x = tape.tensor([0.0, 3.0], requires_grad=True)
-    >>> x.exp2().sum().backward(); x.grad.round(4)
-    array([0.6931, 5.5452])
-    """
-    return np.exp2(x)
-
-
-exp2.defvjp(lambda g, out: g * out * _LN2)  # ∂ 2ˣ/∂x = 2ˣ ln 2
-
-
-@op("square", ufunc=np.square)
-def square(x):
-    """Elementwise ``x²``; ``∂/∂x = 2x``.
-
-    >>> x = tape.tensor([-1.0, 3.0], requires_grad=True)
-    >>> x.square().sum().backward(); x.grad
-    array([-2.,  6.])
-    """
-    return np.square(x)
-
-
-square.defvjp(lambda g, x: g * 2 * x)  # ∂x²/∂x = 2x
-
-
-@op("reciprocal", ufunc=np.reciprocal)
-def reciprocal(x):
-    """Elementwise ``1/x``; ``∂/∂x = −1/x² = −out²`` (x ≠ 0).
-
-    >>> x = tape.tensor([0.5, 2.0], requires_grad=True)
-    >>> x.reciprocal().sum().backward(); x.grad
-    array([-4.  , -0.25])
-    """
-    return np.reciprocal(x)
-
-
-reciprocal.defvjp(lambda g, out: -g * out * out)  # ∂(1/x)/∂x = −1/x² = −out²
-
-
-@op("sign", ufunc=np.sign)
-def sign(x):
-    """Elementwise sign, −1, 0 or 1; its gradient is 0 everywhere (at 0 too, as PyTorch).
-
-    >>> x = tape.tensor([-2.0, 0.0, 3.0], requires_grad=True)
-    >>> x.sign().sum().backward(); x.grad
-    array([0., 0., 0.])
-    """
-    return np.sign(x)
-
-
-# reads: nothing of x. Piecewise constant: ∂ sign x/∂x = 0, and 0 at the jump, as PyTorch
-sign.defvjp(lambda g: np.zeros_like(g))
+# ---- trigonometric and hyperbolic: one row per op ------------------------------------------
+
+sin = unary("sin", np.sin, lambda g, x: g * np.cos(x), "∂ sin x/∂x = cos x")
+cos = unary("cos", np.cos, lambda g, x: -g * np.sin(x), "∂ cos x/∂x = −sin x")
+# poles at π/2 + kπ
+tan = unary("tan", np.tan, lambda g, out: g * (1 + out * out), "∂ tan x/∂x = 1 + tan² x")
+# domain −1 ≤ x ≤ 1, inf at ±1
+arcsin = unary("arcsin", np.arcsin, lambda g, x: g / np.sqrt(1 - x * x), "∂/∂x = 1/√(1 − x²)")
+arccos = unary("arccos", np.arccos, lambda g, x: -g / np.sqrt(1 - x * x), "∂/∂x = −1/√(1 − x²)")
+arctan = unary("arctan", np.arctan, lambda g, x: g / (1 + x * x), "∂/∂x = 1/(1 + x²)")
+sinh = unary("sinh", np.sinh, lambda g, x: g * np.cosh(x), "∂ sinh x/∂x = cosh x")
+cosh = unary("cosh", np.cosh, lambda g, x: g * np.sinh(x), "∂ cosh x/∂x = sinh x")
+
+
+# ---- logarithms, exponentials, powers: one row per op ---------------------------------------
+
+# accurate for tiny x; domain x > −1
+log1p = unary("log1p", np.log1p, lambda g, x: g / (1 + x), "∂ ln(1 + x)/∂x = 1/(1 + x)")
+expm1 = unary("expm1", np.expm1, lambda g, out: g * (out + 1), "∂(eˣ − 1)/∂x = eˣ = out + 1")
+log2 = unary("log2", np.log2, lambda g, x: g / (x * _LN2), "∂ log₂ x/∂x = 1/(x ln 2)")
+log10 = unary("log10", np.log10, lambda g, x: g / (x * _LN10), "∂ log₁₀ x/∂x = 1/(x ln 10)")
+exp2 = unary("exp2", np.exp2, lambda g, out: g * out * _LN2, "∂ 2ˣ/∂x = 2ˣ ln 2")
+square = unary("square", np.square, lambda g, x: g * 2 * x, "∂x²/∂x = 2x")
+# x ≠ 0
+reciprocal = unary("reciprocal", np.reciprocal, lambda g, out: -g * out * out, "∂(1/x)/∂x = −out²")
+# piecewise constant: 0 everywhere, and 0 at the jump too, as PyTorch
+sign = unary("sign", np.sign, lambda g: np.zeros_like(g), "∂ sign x/∂x = 0")
 
 
 # ---- reductions ----------------------------------------------------------------------------
