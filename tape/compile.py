@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .autodiff import grad as _tape_grad
+from .autodiff import grad as tape_grad
 from .errors import TraceError, code_location, describe, where_recorded
 from .function import Function, Op, apply
 from .record import enable_grad, user_code
@@ -1323,7 +1323,7 @@ def _trace(
         grad_of, handles = _watch_gradients(watched)
         try:
             if out.requires_grad:
-                grads = _tape_grad(out, wrt, _seed(out, hook), create_graph=True, allow_unused=True)
+                grads = tape_grad(out, wrt, _seed(out, hook), create_graph=True, allow_unused=True)
             else:
                 grads = [None] * len(wrt)
         finally:
@@ -1528,7 +1528,7 @@ def code(output: Tensor, inputs: Tensor | Sequence[Tensor] | None = None) -> str
         watched = params + [n.output for n in _forward_records(output) if n.output is not None]
         grad_of, handles = _watch_gradients([t for t in watched if t.requires_grad])
         try:
-            grads = _tape_grad(
+            grads = tape_grad(
                 output, wrt, _seed(output, hook), create_graph=True, allow_unused=True
             )
         finally:

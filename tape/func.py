@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .autodiff import grad as _tape_grad
+from .autodiff import grad as tape_grad
 from .ops import stack
 from .record import enable_grad, is_grad_enabled
 from .tensor import Tensor
@@ -229,7 +229,7 @@ def _gradients(
     active = [(o, s) for o, s in zip(outs, seeds) if o.requires_grad]
     if not active:
         return [_zeros(w, recorded) for w in wrt]
-    found = _tape_grad(
+    found = tape_grad(
         [o for o, _ in active],
         list(wrt),
         grad_outputs=[s for _, s in active],
@@ -400,7 +400,7 @@ def jvp(f: Callable[..., Any], primals: Any, tangents: Any) -> tuple[Any, Any]:
         us = [inputs.leaf(np.zeros(o.shape, dtype=o.dtype)) for o in active]
         found: dict[int, Any] = {}
         if active:
-            vjps = _tape_grad(
+            vjps = tape_grad(
                 active, inputs.wrt, grad_outputs=us, create_graph=True, allow_unused=True
             )
             pairs = [(g, t) for g, t in zip(vjps, ts) if g is not None and g.requires_grad]
@@ -527,7 +527,7 @@ def hvp(f: Callable[..., Any], primals: Any, v: Any) -> tuple[Any, Any]:
         recorded = v_recorded or inputs.must_record([out])
         results = [_zeros(w, recorded) for w in inputs.wrt]
         if out.requires_grad:
-            grads = _tape_grad(out, inputs.wrt, create_graph=True, allow_unused=True)
+            grads = tape_grad(out, inputs.wrt, create_graph=True, allow_unused=True)
             pairs = [(g, d) for g, d in zip(grads, vs) if g is not None and g.requires_grad]
             if pairs:  # ∇ₓ⟨∇f(x), v⟩ = H v
                 results = _gradients(

@@ -398,9 +398,8 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
         else:
             attrs["role"] = "intermediate"
         t = attrs["tensor"]
-        if t is not None and t.requires_grad and (t.node is None or retains_grad(t)):
-            if t._grad is not None:
-                attrs["grad"] = t._grad
+        if t is not None and t.requires_grad and retains_grad(t) and t.grad is not None:
+            attrs["grad"] = t.grad
     graph.graph["outputs"] = [ids[t.node or t] for t in outs]
     graph.graph["flow"] = False
     if flow is not False:
