@@ -467,7 +467,7 @@ class RecordCheck:
         self.ok = True
         self.input: int | None = None
         self.label = ""
-        self.entry: tuple = ()
+        self.entry: tuple | None = None  # None: no single entry (a shape, or a direction)
         self.analytic = self.numeric = float("nan")
         self.diagnosis = ""
         self.checked = 0  # how many inputs had a gradient to check
@@ -477,8 +477,14 @@ class RecordCheck:
         """The wrong entry in words (``""`` when the record is right)."""
         if self.ok:
             return ""
-        if not self.entry and np.isnan(self.analytic):  # a shape, not a value, is wrong
+        if self.entry is None and np.isnan(self.analytic):  # a shape, not a value, is wrong
             return f"{self.op} (recorded at {self.where}): {self.diagnosis}"
+        if self.entry is None:  # an input too large to compare entry by entry
+            return (
+                f"{self.op} (recorded at {self.where}), its argument {self.input} ({self.label}): "
+                f"analytic {self.analytic:.10g} vs numeric {self.numeric:.10g} "
+                f"{self.diagnosis}"
+            )
         text = (
             f"{self.op} (recorded at {self.where}), its argument {self.input} ({self.label}) "
             f"at index {self.entry}: analytic {self.analytic:.10g} vs numeric "
@@ -641,7 +647,12 @@ def _check_record(
 
     row = RecordCheck(node.op, node.index, user_line(node))
     v = rng.standard_normal(out.shape)
-    parts = run_vjp(node, v.astype(out.dtype) if out.dtype.kind == "f" else v)
+    try:
+        parts = run_vjp(node, v.astype(out.dtype) if out.dtype.kind == "f" else v)
+    except Exception as e:  # a backward that raises is wrong too: say how, check the rest
+        row.ok, row.error = False, float("inf")
+        row.diagnosis = f"its VJP raised {type(e).__name__}: {e}"
+        return row
     inputs = node.inputs
     for position, (parent, part) in enumerate(zip(node.parents, parts)):
         if part is None or key_of(parent) is None:
@@ -674,6 +685,21 @@ def _check_record(
                 )
             row.error = float("inf")
             continue
+        if x.size > ENTRYWISE:  # first along one random direction: two forward calls
+            u = rng.standard_normal(x.shape)
+            u /= np.linalg.norm(u)
+            along = float(np.sum(analytic * u))
+            numeric_along = _along(node, arrays, position, v, u, eps)
+            miss = abs(along - numeric_along)
+            row.error = max(row.error, miss)
+            if miss <= atol + rtol * abs(numeric_along):
+                continue
+            if x.size > ENTRYWISE_WRONG:  # too big to look entry by entry: say so
+                if row.ok:
+                    row.ok, row.input, row.label = False, position, label
+                    row.analytic, row.numeric = along, numeric_along
+                    row.diagnosis = "compared along a random direction (too many entries to list)"
+                continue
         numeric = _numeric(node, arrays, position, v, eps)
         diff = np.abs(analytic - numeric)
         diff = np.where(np.isnan(diff), np.inf, diff)
@@ -686,6 +712,23 @@ def _check_record(
             row.analytic, row.numeric = float(analytic[worst]), float(numeric[worst])
             row.diagnosis = diagnose(analytic, numeric, atol, rtol)
     return row
+
+
+ENTRYWISE = 4096  # inputs up to this size are compared entry by entry
+ENTRYWISE_WRONG = 262_144  # ... and larger ones, found wrong along a direction, up to this
+
+
+def _along(
+    node: Any, arrays: list, position: int, v: np.ndarray, u: np.ndarray, eps: float
+) -> float:
+    """The central difference of ``<v, forward(...)>`` along direction ``u`` of one input."""
+    args = list(arrays)
+    x = np.asarray(arrays[position], dtype=np.float64)
+    args[position] = x + eps * u
+    up = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
+    args[position] = x - eps * u
+    down = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
+    return (up - down) / (2 * eps)
 
 
 def _numeric(node: Any, arrays: list, position: int, v: np.ndarray, eps: float) -> np.ndarray:

@@ -163,3 +163,60 @@ def test_a_function_missing_its_sum_over_the_batch_is_named():
     (wrong,) = report.wrong
     assert wrong.op == "Linear" and wrong.input == 2
     assert "`dZ.sum(0)`" in str(report) and "shape (4, 2)" in str(report)
+
+
+def test_large_inputs_are_checked_along_a_direction_first_and_a_wrong_one_is_located():
+    class Square(tape.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved
+            wrong = 2 * g * x
+            wrong[37, 5] += 1.0  # one entry off
+            return (wrong,)
+
+    x = tape.tensor(np.random.default_rng(1).standard_normal((80, 60)), requires_grad=True)
+    right = tape.check_graph((x.tanh() * x).sum())  # 4,800 entries: past the entrywise size
+    assert right and all(r.error < 1e-5 for r in right)
+    report = tape.check_graph(Square.apply(x).sum())
+    (wrong,) = report.wrong
+    assert wrong.op == "Square" and wrong.entry == (37, 5)
+
+
+def test_a_backward_that_raises_is_reported_and_the_rest_still_checked():
+    class Broken(tape.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x + 1
+
+        @staticmethod
+        def backward(ctx, g):
+            raise ValueError("oops")
+
+    x = tape.tensor(np.ones(3), requires_grad=True)
+    report = tape.check_graph(Broken.apply(x.exp()).sum())
+    assert [r.op for r in report.wrong] == ["Broken"]
+    text = str(report).replace("\n  ", " ")
+    assert "its VJP raised ValueError: oops" in text
+    assert len(report) == 3 and report[0].ok and report[2].ok
+
+
+def test_a_wrong_scalar_input_names_its_entry():
+    class Cube(tape.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved
+            return (2 * g * x**2,)  # 3x² is right
+
+    x = tape.tensor(1.5, requires_grad=True, name="t")
+    report = tape.check_graph(Cube.apply(x))
+    assert report.wrong[0].entry == () and "at index ()" in str(report).replace("\n  ", " ")
