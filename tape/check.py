@@ -600,14 +600,14 @@ def check_graph(
         raise TypeError(f"check_graph: output must be a Tensor, got {type(output).__name__}")
     if output.node is None:
         raise ValueError(
-            f"check_graph: {output._label()} was made by no recorded op, so there is no "
+            f"check_graph: {_tensor_text(output)} was made by no recorded op, so there is no "
             "backward to check; build it from tensors with requires_grad=True"
         )
     records = reachable([output.node])
     released = next((n for n in records if n.released), None)
     if released is not None:
         raise RuntimeError(
-            f"check_graph: the graph of {output._label()} was released by "
+            f"check_graph: the graph of {_tensor_text(output)} was released by "
             f"{released.released} ({released.op!r}, recorded at {where_recorded(released)}, "
             "no longer has the values its VJP reads); build the graph again, or call "
             "backward(retain_graph=True)"
@@ -756,3 +756,8 @@ def _argument_label(t: Any, x: np.ndarray) -> str:
 def _html(text: str) -> str:
     """Escape for HTML; `code` in backticks becomes <code>."""
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+
+
+def _tensor_text(t: Tensor) -> str:
+    """``'loss' float64[]``: how a message names a tensor (its name, if it has one)."""
+    return (f"'{t.name}' " if t.name else "") + describe(t)

@@ -771,7 +771,7 @@ def _steps_page(output: Tensor, grad: Any, show_data: bool, title: str | None, w
         raise TypeError(f"{what}: output must be a Tensor, got {type(output).__name__}")
     if output.node is None:
         raise RuntimeError(
-            f"{what}: {output._label()} was made by no recorded op, so there is no "
+            f"{what}: {_tensor_text(output)} was made by no recorded op, so there is no "
             "backward pass to show; build it from tensors with requires_grad=True"
         )
     start = seed(output, grad, what)
@@ -828,7 +828,7 @@ def _replay_sent(output: Tensor, steps: Steps) -> tuple[np.ndarray, list[Node]]:
     missing = [n for n in visited if n.sent is None or _too_big(n.sent)]
     if missing:
         raise RuntimeError(
-            f"render_steps: the graph of {output._label()} was released by backward(), and "
+            f"render_steps: the graph of {_tensor_text(output)} was released by backward(), and "
             f"what flowed through {missing[0].op!r} was not kept (a gradient over "
             f"{FLOW_LIMIT} entries keeps only its shape); call render_steps before "
             "backward(), or pass retain_graph=True"
@@ -1032,3 +1032,8 @@ __all__ = [
     "trace_backward",
     "user_line",
 ]
+
+
+def _tensor_text(t: Tensor) -> str:
+    """``'loss' float64[]``: how a message names a tensor (its name, if it has one)."""
+    return (f"'{t.name}' " if t.name else "") + describe(t)
