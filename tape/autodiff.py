@@ -213,7 +213,9 @@ def _lift(node: Node) -> tuple:
     sources = node.primitive.sources(len(node.parents))
     lifted = []
     for k, value in zip(sources, node.saved):  # type: ignore[arg-type]
-        if k == OUT:
+        if value is None:
+            pass  # not saved: no VJP that runs reads it
+        elif k == OUT:
             value = on_graph(value, node)
         elif k > 0:
             parent = node.parents[k - 1]

@@ -49,6 +49,7 @@ class Op:
         "vjp_all",
         "saves",
         "save",
+        "save_for",
         "once",
         "hint",
     )
@@ -69,6 +70,9 @@ class Op:
         self.vjp_all: Callable[..., Any] | None = None
         self.saves: tuple = ()
         self.save = _saver(())
+        # save_for[x_grad][y_grad]: a two-input record saves only what the VJPs of the
+        # inputs that need a gradient read (x * c keeps c, not x), None in the other slots
+        self.save_for = ((self.save, self.save), (self.save, self.save))
         # A Function's backward runs on arrays only: differentiable once.
         self.once = False
         self.hint: Callable[..., str | None] | None = None  # names the fix in forward errors
@@ -87,6 +91,12 @@ class Op:
         reads = [self._reads(f) for f in vjps]
         self.saves = tuple(sorted({k for r in reads for k in r}, key=_save_order))
         self.vjps, self.save = vjps, _saver(self.saves)
+        if len(reads) == 2:
+            self.save_for = tuple(
+                tuple(_only(self.saves, {*(reads[0] if x else ()), *(reads[1] if y else ())})
+                      for y in (False, True))
+                for x in (False, True)
+            )  # fmt: skip
         self.calls = tuple(
             _caller(f, tuple(self.saves.index(k) for k in r), bool(self.params))
             for f, r in zip(vjps, reads)
@@ -97,6 +107,7 @@ class Op:
         """Register one VJP that returns the gradients of all inputs as a tuple."""
         self.saves = self._reads(vjp)
         self.vjp_all, self.save = vjp, _saver(self.saves, len(self.inputs))
+        self.save_for = ((self.save, self.save), (self.save, self.save))
         return self
 
     def sources(self, n: int) -> list:
@@ -163,6 +174,17 @@ def _caller(
             i, j = picks
             return lambda g, saved, params: vjp(g, saved[i], saved[j])
     return lambda g, saved, params: vjp(g, *[saved[k] for k in picks], **params)
+
+
+def _only(saves: tuple, needed: set) -> Callable[[Any, tuple], tuple]:
+    """A saver for ``saves`` that fills only the ``needed`` slots (``None`` elsewhere)."""
+    if set(saves) <= needed:
+        return _saver(saves)
+    if saves == (1, 2):  # the common binary layouts without a loop
+        return (lambda out, a: (a[0], None)) if 1 in needed else (lambda out, a: (None, a[1]))
+    full = _saver(saves)
+    keep = tuple(k in needed for k in saves)
+    return lambda out, arrays: tuple([v if k else None for v, k in zip(full(out, arrays), keep)])
 
 
 def expand(saves: tuple, fixed: int, n: int) -> list:
@@ -253,12 +275,14 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     # Each input's parent: the record that made it, the leaf itself, or the constant.
     if n == 2:
         parents = (x.node or x if x_grad else x, y.node or y if y_grad else y)
+        saved = op.save_for[x_grad][y_grad](out, arrays)
     elif n == 1:
-        parents = (x.node or x,)
+        parents, saved = (x.node or x,), op.save(out, arrays)
     else:
         parents = tuple([a.node or a if isinstance(a, Tensor) else a for a in args])
+        saved = op.save(out, arrays)
     result.requires_grad = True
-    result.node = Node(op, parents, op.save(out, arrays), params, result)
+    result.node = Node(op, parents, saved, params, result)
     return result
 
 

@@ -94,6 +94,15 @@ class Watched:
 WATCHED = Watched()
 
 
+_SHAPES: dict[tuple, tuple] = {}
+
+
+def _shared(shape: tuple) -> tuple:
+    if len(_SHAPES) > 10_000:  # a program of ever-new shapes: start over
+        _SHAPES.clear()
+    return _SHAPES.setdefault(shape, shape)
+
+
 class Node:
     """One tape record: ``op`` applied to inputs coming from ``parents`` gave ``output``.
 
@@ -101,7 +110,8 @@ class Node:
     ``Tensor`` itself, or the constant it was (a number, an array, a Tensor
     without grad). ``saved`` holds exactly what the op's VJP reads, and is
     ``None`` once a pass released the record (``False`` after ``tape.clear()``);
-    ``shape`` and ``dtype`` are the output's. Everything rare (a name, a
+    ``shape`` and ``dtype`` are the output's; ``code`` and ``offset`` say
+    which line of the user's code recorded it. Everything rare (a name, a
     scope, what the last pass sent along each edge) lives in ``notes``.
     """
 
@@ -125,7 +135,8 @@ class Node:
         self.parents = parents
         self.saved: tuple | None = saved
         data = output.data
-        self.shape, self.dtype = data.shape, data.dtype  # known after the output is freed
+        shape = data.shape  # known after the output is freed; one tuple per distinct shape
+        self.shape, self.dtype = _SHAPES.get(shape) or _shared(shape), data.dtype
         self._output = ref = weakref.ref(output)  # the output owns its node, not the reverse
         # Where the user asked for the op, inlined from user_code() because every
         # record pays for it: frame 3 skips this, apply and the op's public function.
@@ -167,15 +178,15 @@ class Node:
         """
         return None if self.notes is None else self.notes.get("sent")
 
-    def note(self, key: str, value: Any) -> None:
-        if self.notes is None:
-            self.notes = {}
-        self.notes[key] = value
-
     @property
     def where(self) -> tuple:
         """``(code, bytecode offset)`` of the user's line that recorded this node."""
         return (self.code, self.offset)
+
+    def note(self, key: str, value: Any) -> None:
+        if self.notes is None:
+            self.notes = {}
+        self.notes[key] = value
 
     def release(self, why: str) -> None:
         """Free what the VJP would have read; the structure stays (see ``release``)."""
