@@ -1090,7 +1090,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 _EPILOG = """examples:
   tape demo --out tape-demo
   tape grad 'relu(x @ w + b).mean()' --var x=4,3 --var w=3,2 --var b=2
-  tape grad '(sin(x) * cos(x)).sum()' --var x='[[1,2],[3,4]]'
+  tape grad '(x * x).sum()' --var x='[[1,2],[3,4]]'
   tape render '(x * x + x).sum()' --var x=3 -o backward.html
   tape code 'relu(x @ w + b).mean()' --var x=4,3 --var w=3,2 --var b=2
 
