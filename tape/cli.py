@@ -382,7 +382,7 @@ def _split(args: dict) -> tuple | None:
     """``split(x, sections)``: pieces no bigger than ``x``, but each one a record: count them."""
     values = list(args.values())
     sections = args.get("indices_or_sections", values[1] if len(values) > 1 else None)
-    count = sections if isinstance(sections, int) else len(sections) + 1 if sections else 0
+    count = len(sections) + 1 if isinstance(sections, list | tuple) else sections
     if isinstance(count, int) and count > MAX_PIECES:
         raise UsageError(f"split into {count:,} pieces; the limit is {MAX_PIECES:,}")
     return _first_shape(args)
@@ -640,7 +640,10 @@ class Evaluator:
     def _Subscript(self, node: ast.Subscript) -> Any:
         value = self.eval(node.value)
         if isinstance(value, list):  # the pieces of a split
-            return value[self._integer(node.slice)]
+            i = self._integer(node.slice)
+            if not -len(value) <= i < len(value):
+                raise UsageError(f"split gave {len(value)} pieces; [{i}] is not one of them")
+            return value[i]
         if not isinstance(value, Tensor):
             raise UsageError("only tensors can be indexed in EXPR")
         key = self._index(node.slice)

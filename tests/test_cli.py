@@ -394,7 +394,9 @@ def run_capped(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    here = str(Path(tape.__file__).resolve().parents[1])  # the child runs this very tape
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "tape", *argv],
         capture_output=True,
@@ -605,6 +607,14 @@ def test_common_slips_get_the_right_hint(tmp_path, argv, hint):
     stderr = assert_refused(run_capped(tmp_path, *argv), tmp_path, hint)
     assert "tape grad" not in stderr or argv[0] == "grad"
     assert "--var np=" not in stderr
+
+
+@pytest.mark.parametrize("index", ["3", "-4", "1000000000"])
+def test_a_piece_of_a_split_that_is_not_there(tmp_path, index):
+    if "split" not in cli.FUNCTIONS:
+        pytest.skip("tape has no op split yet")
+    done = run_capped(tmp_path, "grad", f"split(x, 3)[{index}].sum()", "--var", "x=3")
+    assert_refused(done, tmp_path, "split gave 3 pieces")
 
 
 @pytest.mark.parametrize("expr", ["x.sum() +", "rellu(x)", "y.sum()", "x.sum(axs=0)"])
