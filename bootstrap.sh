@@ -60,18 +60,14 @@ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 |
 
 NEWEST_PYTHON=13 # the newest CPython 3.x tape is tested on; CI runs every one from the floor up
 failed_runs=0
-summary=()
+summary=() queued=()
 total_passed=0 total_failed=0 total_skipped=0
 
-run_suite() { # run_suite VENV LABEL [PYTEST ARGS]: pytest, then one line of counts
-  local venv=$1 label=$2 log rc line passed failed errors skipped
-  shift 2
-  mkdir -p build
-  log="build/pytest-${label//[^A-Za-z0-9.]/_}.log"
-  set +e
-  "$venv/bin/python" -m pytest "$@" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  set -e
+log_of() { echo "build/pytest-${1//[^A-Za-z0-9.]/_}.log"; }
+
+count_suite() { # count_suite VENV LABEL RC: one line of counts from the run's log
+  local venv=$1 label=$2 rc=$3 log line passed failed errors skipped
+  log=$(log_of "$label")
   line=$(grep -E '^=*.*[0-9]+ (passed|failed|error|errors|skipped).* in [0-9.]+s' "$log" | tail -n 1)
   count() { echo "$line" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' || echo 0; }
   passed=$(count passed) failed=$(count failed) errors=$(count 'errors?') skipped=$(count skipped)
@@ -82,6 +78,39 @@ run_suite() { # run_suite VENV LABEL [PYTEST ARGS]: pytest, then one line of cou
   total_skipped=$((total_skipped + skipped))
   summary+=("$label, numpy $("$venv/bin/python" -c 'import numpy; print(numpy.__version__)'): $passed passed, $failed failed, $skipped skipped")
   echo "bootstrap: ${summary[-1]}"
+}
+
+run_suite() { # run_suite VENV LABEL [PYTEST ARGS]: pytest, shown as it runs, then its counts
+  local venv=$1 label=$2 rc
+  shift 2
+  mkdir -p build
+  set +e
+  "$venv/bin/python" -m pytest "$@" 2>&1 | tee "$(log_of "$label")"
+  rc=${PIPESTATUS[0]}
+  set -e
+  count_suite "$venv" "$label" "$rc"
+}
+
+run_suites() { # run_suites [PYTEST ARGS]: every queued "VENV|LABEL", one per core at a time
+  local width job venv label
+  width=$(nproc 2>/dev/null || echo 1)
+  mkdir -p build
+  echo "bootstrap: ${#queued[@]} more runs of the test suite, $width at a time (their output: build/pytest-*.log)"
+  for job in "${queued[@]}"; do
+    venv=${job%%|*} label=${job#*|}
+    while [ "$(jobs -rp | wc -l)" -ge "$width" ]; do wait -n || true; done
+    (
+      set +e
+      "$venv/bin/python" -m pytest -p no:cacheprovider "$@" >"$(log_of "$label")" 2>&1
+      echo $? >"$(log_of "$label").rc"
+    ) &
+  done
+  wait
+  for job in "${queued[@]}"; do
+    venv=${job%%|*} label=${job#*|}
+    count_suite "$venv" "$label" "$(cat "$(log_of "$label").rc")"
+    grep -E '^(FAILED|ERROR) ' "$(log_of "$label")" | head -n 40 | sed 's/^/    /' || true
+  done
 }
 
 identity() { "$1" -c 'import os, sys; print(sys.version.split()[0], os.path.realpath(sys._base_executable))'; }
@@ -136,15 +165,16 @@ EOF
       [ -n "$oldest" ] || oldest="$version $path"
       [ "$version $path" != "$main" ] || continue # the run above
       venv_for "$path" ".venv-$version"
-      run_suite ".venv-$version" "python $version ($path)" "$@"
+      queued+=(".venv-$version|python $version ($path)")
     done <<<"$found"
   done
   if [ -n "$oldest" ]; then
     read -r version path <<<"$oldest"
     echo "bootstrap: the oldest dependencies declared: ${lowest[*]}, on Python $version"
     venv_for "$path" ".venv-$version-lowest" "${lowest[@]}"
-    run_suite ".venv-$version-lowest" "python $version, lowest dependencies" "$@"
+    queued+=(".venv-$version-lowest|python $version, lowest dependencies")
   fi
+  run_suites "$@"
 fi
 
 echo
