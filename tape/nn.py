@@ -55,6 +55,17 @@ class Module(ABC):
 
     training: bool
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Module:
+        # Refused here, in tape's words: Python's own message for an abstract class
+        # changes between versions.
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise TypeError(
+                f"{cls.__name__} is a tape.nn.Module without {', '.join(missing)}: define "
+                f"{missing[0]}(self, ...) to say what calling the module computes"
+            )
+        return super().__new__(cls)
+
     def __init__(self) -> None:
         self.training = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import os
 import re
 import shutil
 import subprocess
@@ -379,3 +380,429 @@ def test_python_dash_m_tape(tmp_path):
         check=False,
     )
     assert bad.returncode == 2 and "unknown function" in bad.stderr
+
+
+# ---- every bad input is exit 2, one line, nothing written, in a child with capped memory --------
+
+MEMORY_CAP = 3 << 29  # 1.5 GiB of address space: a memory bomb fails the test, not the machine
+
+
+def run_capped(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
+    """``python -m tape ARGV`` in an empty folder, its address space capped at 1.5 GiB."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+    here = str(Path(tape.__file__).resolve().parents[1])  # the child runs this very tape
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "tape", *argv],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=cap,
+        timeout=60,  # generous: each of these answers in well under a second
+        check=False,
+    )
+
+
+def assert_refused(done: subprocess.CompletedProcess, folder: Path, *names: str) -> str:
+    """Exit 2, exactly one line on stderr naming the part, no traceback, no file written."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and done.stderr.endswith("\n"), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == "", done.stderr
+    assert list(folder.iterdir()) == [], list(folder.iterdir())
+    for name in names:
+        assert name in done.stderr, (name, done.stderr)
+    return done.stderr
+
+
+EXPRESSION_COMMANDS = [
+    ("grad",),
+    ("render", "-o", "out.svg"),
+    ("render", "-o", "out.html"),
+    ("code",),
+]
+
+WRONG_ARGUMENTS = [
+    ("relu(x, x).sum()", "relu(x)"),
+    ("relu().sum()", "relu(x)"),
+    ("exp(x, 1).sum()", "exp(x)"),
+    ("x.exp(x).sum()", "exp(x)"),
+    ("x.sum(0, False, 1)", "sum(x, axis=None, keepdims=False)"),
+    ("sum()", "sum(x, axis=None, keepdims=False)"),
+    ("mean(x, keepdim=True)", "keepdims"),
+    ("x.sum(axs=0)", "axis"),
+    ("where(x > 0, x).sum()", "where(cond, x, y)"),
+    ("concatenate().sum()", "concatenate(ts, axis=0)"),
+    ("concatenate([x, x], 0, 1).sum()", "concatenate(ts, axis=0)"),
+    ("clamp(x, 0.0, 1.0, 2.0).sum()", "clamp(x, min=None, max=None)"),
+    ("matmul(x).sum()", "matmul(x, y)"),
+    ("maximum(x).sum()", "maximum(x, y)"),
+    ("reshape().sum()", "reshape(x, *shape)"),
+    ("softmax(x, -1, 2).sum()", "softmax(x, axis=-1)"),
+    ("x.relu(x).sum()", "relu(x)"),
+]
+
+
+@pytest.mark.parametrize("expr,named", WRONG_ARGUMENTS)
+def test_wrong_argument_counts_exit_2(tmp_path, expr, named):
+    assert_refused(run_capped(tmp_path, "grad", expr, "--var", "x=3"), tmp_path, named)
+
+
+HUGE_NUMBERS = [
+    ("(x * 123456789012345678901234567890).sum()", "123456"),
+    ("(x * -99999999999999999999999).sum()", "999999"),
+    ("x[99999999999999999999].sum()", "too large"),
+    ("x.reshape(99999999999999999999).sum()", "too large"),
+    ("x.sum(axis=-99999999999999999999)", "too large"),
+    ("(x * " + "9" * 1900 + ").sum()", "1900 digits"),
+    ("(x * 1e999).sum()", "1e999"),
+    ("(x - 1.8e309).sum()", "1.8e309"),
+    ("(x * (1e300 * 1e300)).sum()", "1e300 * 1e300"),
+    ("(x / (1 / 0)).sum()", "1 / 0"),
+]
+
+
+@pytest.mark.parametrize("expr,named", HUGE_NUMBERS)
+def test_huge_numbers_in_expr_exit_2(tmp_path, expr, named):
+    assert_refused(run_capped(tmp_path, "grad", expr, "--var", "x=3"), tmp_path, named)
+
+
+HUGE_JSON = [
+    "[1e999]",
+    "[-1e999, 1.0]",
+    "[[1.0], [1e400]]",
+    "[1" + "0" * 400 + "]",
+    "[" + "9" * 5000 + "]",
+    "[-" + "9" * 400 + ".5]",
+    "[NaN]",
+    "[Infinity, 1.0]",
+    '["1.5"]',
+    '"2.5"',
+    "[true, 1.0]",
+    "[null]",
+    "[" * 40 + "1.0" + "]" * 40,
+]
+
+
+@pytest.mark.parametrize("value", HUGE_JSON, ids=lambda v: v[:20])
+def test_overflowing_or_non_numeric_json_exits_2(tmp_path, value):
+    done = run_capped(tmp_path, "grad", "x.sum()", "--var", f"x={value}")
+    assert_refused(done, tmp_path, "--var x")
+
+
+BAD_SEEDS = ["-1", "-99999999999999999999", str(2**64), "1e3", "0x10", "", "9" * 5000, "٣"]
+
+
+@pytest.mark.parametrize("seed", BAD_SEEDS, ids=lambda s: s[:12] or "empty")
+@pytest.mark.parametrize("command", [("demo",), ("grad", "x.sum()", "--var", "x=3"),
+                                     ("render", "x.sum()", "--var", "x=3", "-o", "g.dot"),
+                                     ("code", "x.sum()", "--var", "x=3")],
+                         ids=lambda c: c[0])  # fmt: skip
+def test_bad_seeds_exit_2(tmp_path, command, seed):
+    assert_refused(run_capped(tmp_path, *command, "--seed", seed), tmp_path, "--seed")
+
+
+IMPOSSIBLE_SHAPES = [
+    "0,99999999999999999999",
+    "99999999999999999999,0",
+    "0,10000001",
+    "10000001",
+    "1," * 32 + "1",
+    "0," * 40 + "0",
+    "0," + "9" * 5000,
+    "3,-1",
+    "1e3",
+    "３",
+    "٣,2",
+    "4,,3",
+    "4,3,",
+]
+
+
+@pytest.mark.parametrize("shape", IMPOSSIBLE_SHAPES, ids=lambda s: s[:20])
+def test_impossible_shapes_exit_2(tmp_path, shape):
+    done = run_capped(tmp_path, "grad", "x.sum()", "--var", f"x={shape}")
+    assert_refused(done, tmp_path, "--var x")
+
+
+MEMORY_BOMBS = [  # each result is refused before it is allocated, whatever its inputs' size
+    ("x.sum(axis=0).sum()", "0,10000000,1000"),
+    ("x.mean(axis=0).sum()", "0,10000000,1000"),
+    ("x.max(axis=0).sum()", "0,10000000,1000"),
+    ("x.min(axis=(0,)).sum()", "0,10000000,1000"),
+    ("x.sum(axis=0, keepdims=True).sum()", "0,10000000,1000"),
+    ("sum(x, 1, True).sum()", "10000000,0,1000"),
+    ("x.sum(axis=1).sum()", "10000000,0,1000"),
+    ("x.reshape(0, 10000000, 1000).sum(axis=0).sum()", "0"),
+    ("(x.sum(axis=0) + 1.0).sum()", "0,10000000,1000"),
+    ("(x.T @ x).sum()", "0,10000000"),
+    ("(x.reshape(10000000, 1) * x.reshape(1, 10000000)).sum()", "10000000"),
+    ("where(x.reshape(4000, 1) > 0, x, x.reshape(4000, 1)).sum()", "4000"),
+    ("concatenate([" + ", ".join(["x"] * 40) + "]).sum()", "1000000"),
+    ("stack([" + ", ".join(["x"] * 40) + "]).sum()", "1000000"),
+]
+
+
+@pytest.mark.parametrize("expr,shape", MEMORY_BOMBS)
+def test_results_over_the_limit_are_refused_before_they_are_allocated(tmp_path, expr, shape):
+    done = run_capped(tmp_path, "grad", expr, "--var", f"x={shape}")
+    assert_refused(done, tmp_path, "the limit is 10,000,000")
+
+
+UNICODE_CLASHES = [  # names Python's parser normalises (NFKC) clash as Python sees them
+    (("--var", "µ=2", "--var", "μ=2"), "given twice"),
+    (("--var", "ﬁ=2", "--var", "fi=2"), "given twice"),
+    (("--var", "ｒｅｌｕ=2"), "name of an op"),
+    (("--var", "ｆｏｒ=2"), "not a valid variable name"),
+    (("--var", "x²=2"), "not a valid variable name"),
+]
+
+
+@pytest.mark.parametrize("vars_,named", UNICODE_CLASHES, ids=lambda v: str(v)[:20])
+def test_unicode_names_clash_as_python_reads_them(tmp_path, vars_, named):
+    assert_refused(run_capped(tmp_path, "grad", "fi.sum()", *vars_), tmp_path, named)
+
+
+@pytest.mark.parametrize(
+    "given,written",
+    [("µ", "µ"), ("µ", "μ"), ("μ", "µ"), ("ℌ", "H"), ("H", "ℌ"), ("ﬁ", "fi"), ("Å", "Å")],
+)
+def test_unicode_names_match_as_python_reads_them(capsys, given, written):
+    code, out, err = run(
+        capsys, "grad", f"({written} * {written}).sum()", "--var", f"{given}=[3.0]"
+    )
+    assert code == 0, err
+    assert "[6.]" in out
+
+
+HINTS = [  # people's common slips, each answered with the fix
+    (("grad", "x * 2", "--var", "x=3"), "--var x=3 is a shape, (3,); for the number write 3.0"),
+    (("grad", "np.exp(x).sum()", "--var", "x=3"), "'np' is not available in EXPR; ops are "
+     "called by name, as in exp(x)"),
+    (("grad", "numpy.sum(x)", "--var", "x=3"), "as in sum(x)"),
+    (("grad", "torch.relu(x).sum()", "--var", "x=3"), "as in relu(x)"),
+    (("grad", "x.relu().mean", "--var", "x=3"), ".mean is a method: call it, as in "
+     "x.relu().mean()"),
+    (("grad", "x.sum", "--var", "x=3"), "x.sum()"),
+    (("grad", "rellu(x).sum()", "--var", "x=3"), "did you mean relu?"),
+    (("grad", "x.rellu().sum()", "--var", "x=3"), "did you mean relu?"),
+    (("grad", "sigmoidd(x).sum()", "--var", "x=3"), "did you mean sigmoid?"),
+    (("grad", "(weigth * 2).sum()", "--var", "weight=3"), "did you mean weight?"),
+    (("grad", "x.sum(axes=0)", "--var", "x=3"), "did you mean axis?"),
+    (("render", "x * 2", "--var", "x=3", "-o", "a.html"), "tape render"),
+    (("render", "x.sum()", "--var", "x=3", "-o", "missing/a.svg"), "missing does not exist"),
+    (("render", "x.sum()", "--var", "x=3", "-o", "a/b/c.dot"), "a/b does not exist"),
+    (("code", "2 + 3", "--var", "x=3"), "records no op on any --var"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv,hint", HINTS, ids=[" ".join(a)[:40] for a, _ in HINTS])
+def test_common_slips_get_the_right_hint(tmp_path, argv, hint):
+    stderr = assert_refused(run_capped(tmp_path, *argv), tmp_path, hint)
+    assert "tape grad" not in stderr or argv[0] == "grad"
+    assert "--var np=" not in stderr
+
+
+@pytest.mark.parametrize("index", ["3", "-4", "1000000000"])
+def test_a_piece_of_a_split_that_is_not_there(tmp_path, index):
+    if "split" not in cli.FUNCTIONS:
+        pytest.skip("tape has no op split yet")
+    done = run_capped(tmp_path, "grad", f"split(x, 3)[{index}].sum()", "--var", "x=3")
+    assert_refused(done, tmp_path, "split gave 3 pieces")
+
+
+@pytest.mark.parametrize("expr", ["x.sum() +", "rellu(x)", "y.sum()", "x.sum(axs=0)"])
+@pytest.mark.parametrize("command", EXPRESSION_COMMANDS, ids=lambda c: " ".join(c))
+def test_errors_name_the_command_they_came_from(tmp_path, command, expr):
+    done = run_capped(tmp_path, command[0], expr, "--var", "x=3", *command[1:])
+    stderr = assert_refused(done, tmp_path)
+    assert stderr.startswith(f"tape {command[0]}: error: "), stderr
+
+
+def test_bare_tape_lists_the_commands_and_version_prints_it(tmp_path):
+    bare = run_capped(tmp_path)
+    assert bare.returncode == 2
+    for command in ("demo", "grad", "render", "code"):
+        assert re.search(rf"^\s+{command}\s+\S", bare.stdout, re.M), bare.stdout
+    version = run_capped(tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"tape {tape.__version__}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("frobnicate",), ("grad",), ("render", "x.sum()", "--var", "x=3"), ("grad", "--bogus"),
+     ("demo", "--out")],
+)  # fmt: skip
+def test_argparse_complaints_are_one_line(tmp_path, argv):
+    assert_refused(run_capped(tmp_path, *argv), tmp_path, "tape")
+
+
+# ---- the size rules: every op has one, and each agrees with the op ------------------------------
+
+RULE_EXAMPLES = {
+    "add": ["add(x, x)", "x + v", "x + 1.0"],
+    "sub": ["sub(x, v)", "1.0 - x"],
+    "mul": ["mul(x, v)", "x * 2"],
+    "div": ["div(x, v)", "x / 2"],
+    "pow": ["pow(abs(x) + 1, v)", "x ** 2"],
+    "neg": ["neg(x)", "-x"],
+    "exp": ["exp(x)"], "log": ["log(abs(x) + 1)"], "sqrt": ["sqrt(abs(x))"],
+    "abs": ["abs(x)"], "tanh": ["tanh(x)"], "sigmoid": ["sigmoid(x)"], "relu": ["x.relu()"],
+    "clamp": ["clamp(x, min=0.0)", "clamp(x, -0.5, 0.5)", "clamp(x, min=v)"],
+    "where": ["where(x > 0, x, v)", "where(v > 0, 1.0, x)"],
+    "compare": ["x > v", "x <= 0"],
+    "maximum": ["maximum(x, v)"], "minimum": ["minimum(x, 0.0)"],
+    "softmax": ["softmax(x, axis=0)"], "log_softmax": ["log_softmax(x)"],
+    "sum": ["x.sum()", "x.sum(axis=0)", "x.sum(axis=(0, 1), keepdims=True)", "x.sum(-1)"],
+    "mean": ["x.mean(1, True)", "e.mean(axis=0)"],
+    "max": ["x.max(axis=-1)"], "min": ["min(x, 0, True)"],
+    "reshape": ["x.reshape(3, 2)", "reshape(x, (6,))", "x.reshape(-1)"],
+    "transpose": ["x.transpose()", "transpose(x, 1, 0)", "x.T"],
+    "swapaxes": ["swapaxes(x, 0, 1)"],
+    "concatenate": ["concatenate([x, x], axis=1)", "concatenate([v, v])"],
+    "stack": ["stack([x, x])", "stack([v, v], axis=1)"],
+    "matmul": ["x @ y", "matmul(v, y)", "x @ v", "v @ v"],
+    "getitem": ["x[0]", "x[:, 1:]", "x[-1, ::2]"],
+    "sin": ["sin(x)"], "cos": ["cos(x)"], "tan": ["tan(x)"], "arcsin": ["arcsin(x * 0.1)"],
+    "arccos": ["arccos(x * 0.1)"], "arctan": ["arctan(x)"], "sinh": ["sinh(x)"],
+    "cosh": ["cosh(x)"], "log1p": ["log1p(abs(x))"], "expm1": ["expm1(x)"],
+    "log2": ["log2(abs(x) + 1)"], "log10": ["log10(abs(x) + 1)"], "exp2": ["exp2(x)"],
+    "square": ["square(x)"], "reciprocal": ["reciprocal(x + 10)"], "sign": ["sign(x)"],
+    "prod": ["x.prod(axis=1)", "prod(x)"],
+    "var": ["var(x, axis=0, ddof=1)", "x.var()"], "std": ["std(x, 1, 0, True)"],
+    "logsumexp": ["logsumexp(x, axis=1)", "logsumexp(x)"],
+    "cumsum": ["cumsum(x)", "cumsum(x, axis=1)"],
+    "norm": ["norm(x)", "norm(x, axis=1)", "norm(x, ord='fro')", "norm(v, 1)"],
+    "squeeze": ["squeeze(x.reshape(1, 6))", "squeeze(x.reshape(1, 6, 1), axis=0)"],
+    "expand_dims": ["expand_dims(x, 0)"],
+    "flip": ["flip(x, axis=1)", "flip(x)"],
+    "broadcast_to": ["broadcast_to(v, (4, 2, 3))"],
+    "split": ["split(x, 3, axis=1)[0]", "split(v, [1])[1]"],
+    "einsum": ["einsum('ij,jk->ik', x, y)", "einsum('ij->', x)", "einsum('ij,kl', x, y)",
+               "einsum('ii->i', x @ y)", "einsum('bij,bjk->bik', stack([x, x]), stack([y, y]))",
+               "einsum('ii', y @ x)"],
+    "dot": ["dot(x, y)", "dot(v, v)", "dot(x, 2.0)", "dot(stack([x, x]), y)"],
+    "outer": ["outer(v, v)", "outer(x, v)"],
+}  # fmt: skip
+EXACT = {"_elementwise", "_reduction", "_matmul", "_dot", "_outer", "_einsum", "_cumsum",
+         "_broadcast_to"}  # fmt: skip
+
+
+def test_every_op_expr_can_call_has_a_size_rule_and_an_example():
+    missing = [name for name in cli.FUNCTIONS if cli.size_rule(name) is None]
+    assert not missing, f"add these ops to tape.cli.SIZE_RULES: {missing}"
+    untried = [name for name in cli.FUNCTIONS if name not in RULE_EXAMPLES]
+    assert not untried, f"add examples of these ops to RULE_EXAMPLES in this test: {untried}"
+
+
+@pytest.mark.parametrize(
+    "name,expr",
+    [(name, expr) for name, exprs in RULE_EXAMPLES.items() for expr in exprs],
+)
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")
+def test_size_rules_agree_with_the_ops(monkeypatch, name, expr):
+    if name not in cli.FUNCTIONS and name not in ("compare", "getitem"):
+        pytest.skip(f"tape has no op {name} yet")
+    checked = []
+    real = cli.Evaluator._apply
+
+    def apply_and_compare(self, op, fn, args, kwargs):
+        predicted = cli.size_rule(op)(self._bind(op, args, kwargs))
+        result = real(self, op, fn, args, kwargs)
+        shapes = [t.shape for t in (result if isinstance(result, list) else [result])]
+        if isinstance(predicted, cli.Product):
+            predicted = predicted.shape
+        if cli.size_rule(op).__name__ in EXACT:
+            assert shapes == [tuple(predicted)], (op, predicted, shapes)
+        else:  # an upper bound
+            assert all(np.prod(s) <= np.prod(predicted) for s in shapes), (op, predicted, shapes)
+        checked.append(op)
+        return result
+
+    monkeypatch.setattr(cli.Evaluator, "_apply", apply_and_compare)
+    variables = cli.parse_vars(["x=2,3", "y=3,2", "v=3", "e=0,4"], seed=0)
+    cli.evaluate(expr, variables)
+    assert name in checked
+
+
+def test_contraction_rules_count_their_work():
+    a, b = tape.zeros((2, 3)), tape.zeros((3, 4))
+    assert cli._einsum({"subscripts": "ij,jk->ik", "operands": (a, b)}) == ((2, 4), 24)
+    assert cli._einsum({"subscripts": "ij,jk", "operands": (a, b)}) == ((2, 4), 24)
+    assert cli._einsum({"subscripts": "ij,kl", "operands": (a, b)}) == ((2, 3, 3, 4), 72)
+    assert cli._einsum({"subscripts": "ij,ij->", "operands": (a, a)}) == ((), 6)
+    assert cli._dot({"x": a, "y": b}) == ((2, 4), 24)
+    assert cli._outer({"x": a, "y": b}) == ((6, 12), 72)
+    assert cli._einsum({"subscripts": "ij,kj->ik", "operands": (a, b)}) is None  # j: 3 vs 4
+
+
+@pytest.mark.parametrize(
+    "name,arguments,message",
+    [
+        ("einsum", {"subscripts": "i,j->ij", "operands": ("big", "big")}, "limit is 10,000,000"),
+        ("einsum", {"subscripts": "ij,jk->ik", "operands": ("wide", "tall")}, "multiply-adds"),
+        ("einsum", {"subscripts": "i,j,k->", "operands": ("big",) * 3}, "index combinations"),
+        ("einsum", {"subscripts": "i...,i->i", "operands": ("big", "big")}, "'...'"),
+        ("einsum", {"subscripts": "i,i->i", "operands": ("big",)}, "2 operand(s)"),
+        ("einsum", {"subscripts": "i$->i", "operands": ("big",)}, "letters"),
+        ("einsum", {"operands": ("big", "big")}, "subscripts first"),
+        ("outer", {"x": "big", "y": "big"}, "limit is 10,000,000"),
+        ("dot", {"x": "wide", "y": "tall"}, "multiply-adds"),
+        ("broadcast_to", {"x": "big", "shape": (10**4, 10**4)}, "limit is 10,000,000"),
+        ("split", {"x": "empty", "indices_or_sections": 10**9, "axis": 0}, "pieces"),
+        ("cumsum", {"x": "empty", "axis": None}, None),
+    ],
+)
+def test_contractions_and_growth_are_refused_before_they_run(name, arguments, message):
+    stand_ins = {"big": tape.zeros(10**4), "wide": tape.zeros((3000, 10**3)),
+                 "tall": tape.zeros((10**3, 3000)), "empty": tape.zeros((0, 10**6))}  # fmt: skip
+    arguments = {
+        k: tuple(stand_ins[o] for o in v)
+        if k == "operands"
+        else stand_ins.get(v, v)
+        if isinstance(v, str) and k != "subscripts"
+        else v
+        for k, v in arguments.items()
+    }
+    evaluator = cli.Evaluator({})
+    evaluator.flops = cli.MAX_FLOPS - 10**9  # earlier ops already did most of the work
+    if message is None:
+        evaluator._pre(name, arguments)  # within every limit
+        return
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        evaluator._pre(name, arguments)
+
+
+# ---- tape code ---------------------------------------------------------------------------------
+
+
+def test_code_prints_the_numpy_source(capsys):
+    if not hasattr(tape, "code"):
+        pytest.skip("tape.code (the NumPy source generator) is not in this tape yet")
+    code, out, err = run(capsys, "code", "relu(x @ w + b).mean()", "--var", "x=4,3",
+                         "--var", "w=3,2", "--var", "b=2")  # fmt: skip
+    assert code == 0, err
+    x, w, b = cli.parse_vars(["x=4,3", "w=3,2", "b=2"], seed=0).values()
+    expected = str(tape.code((x @ w + b).relu().mean()))
+
+    def code_only(text: str) -> list[str]:  # comments name the line that recorded each op
+        return [line.split("#")[0].rstrip() for line in text.strip().splitlines()]
+
+    assert code_only(out) == code_only(expected)
+    assert "np." in out and "dw" in out.lower()
+
+
+def test_code_without_tape_code_says_so_on_one_line(capsys, monkeypatch):
+    monkeypatch.delattr(tape, "code", raising=False)
+    code, out, err = run(capsys, "code", "(x * x).sum()", "--var", "x=3")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "tape.code" in err and "x=3 is a shape" not in err
+    code, _, err = run(capsys, "code", "rellu(x)", "--var", "x=3")  # bad input is still exit 2
+    assert code == 2 and "did you mean relu?" in err

@@ -67,7 +67,7 @@ def test_gradgradcheck_catches_a_vjp_whose_second_derivative_is_wrong():
     # treats cos(x) as a constant: first order right, second order missing −g·sin(x)
     sin = _toy_op(
         "toy_sin",
-        lambda x: np.sin(x),
+        lambda x: np.sin(x),  # a ufunc has no signature an Op can read on Python 3.10
         lambda g, out, x: g * np.cos(x.data if isinstance(x, tape.Tensor) else x),
     )
     x = tape.tensor([0.3, 1.1, -0.8], requires_grad=True)
