@@ -79,7 +79,7 @@ from .ops import (
 )
 from .record import Node, Tape, detect_anomaly, enable_grad, get_tape, is_grad_enabled, no_grad
 from .teaching import Step, Steps, StepsPage, render_steps, show_steps, trace_backward
-from .tensor import Tensor
+from .tensors import Tensor
 from .viz import render, scope, to_dot, to_networkx
 
 __version__ = "0.1.0"

@@ -37,7 +37,7 @@ import numpy as np
 from .errors import add_note, describe, where_recorded
 from .function import OUT, Op, apply
 from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, release, state
-from .tensor import Tensor, on_graph, wrap
+from .tensors import Tensor, on_graph, wrap
 
 # ---- the walk -----------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from .errors import GradcheckError, describe, where_recorded
 from .function import Context, Function
 from .ops import concatenate
 from .record import GradMode, Node, reachable
-from .tensor import Tensor
+from .tensors import Tensor
 
 _SEED = 20_011_986  # an arbitrary seed for the projection v, fixed so a check is repeatable
 

@@ -43,7 +43,7 @@ from . import __version__, ops
 from .autodiff import grad as tape_grad
 from .errors import describe, normalize_axis_tuple
 from .teaching import render_steps
-from .tensor import UFUNC_OPS, Tensor
+from .tensors import UFUNC_OPS, Tensor
 from .viz import FORMATS, render
 
 MAX_SOURCE = 2000  # characters of EXPR

@@ -21,7 +21,7 @@ What a trace cannot see it refuses (``TraceError``) instead of freezing:
 turning a traced Tensor into a Python value (``float(t)``, ``if t > 0:``).
 Comparisons and NumPy functions the tape does not record (``out > 0`` inside
 relu's VJP, ``np.sign`` inside abs's) are recorded while tracing, through one
-hook in ``tensor.py``, so masks are recomputed on every call, not frozen.
+hook in ``tensors.py``, so masks are recomputed on every call, not frozen.
 
 Constants. Python scalars become literals; arrays ``f`` closes over become
 module-level constants of the source (small ones as ``np.array([...])``,
@@ -53,7 +53,7 @@ from .autodiff import grad as tape_grad
 from .errors import TraceError, code_location, describe, where_recorded
 from .function import Function, Op, apply
 from .record import enable_grad, user_code
-from .tensor import TRACING, Tensor
+from .tensors import TRACING, Tensor
 
 __all__ = ["Compiled", "code", "compile"]
 

@@ -51,7 +51,7 @@ import numpy as np
 from .autodiff import grad as tape_grad
 from .ops import stack
 from .record import enable_grad, is_grad_enabled
-from .tensor import Tensor
+from .tensors import Tensor
 
 ArgNums = int | Sequence[int]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import add_note, code_location, describe
 from .record import Node, state, user_code
-from .tensor import Tensor
+from .tensors import Tensor
 
 _NO_PARAMS: dict = {}
 

@@ -28,7 +28,7 @@ import numpy as np
 from .errors import describe
 from .ops import log_softmax, relu, sigmoid, tanh
 from .record import mark_changed
-from .tensor import Tensor
+from .tensors import Tensor
 from .viz import scope
 
 

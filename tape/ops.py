@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import describe, normalize_axis_tuple
 from .function import Op, apply
-from .tensor import FUNCTION_OPS, NONDIFF_FUNCTIONS, TRACING, UFUNC_OPS, Tensor, wrap
+from .tensors import FUNCTION_OPS, NONDIFF_FUNCTIONS, TRACING, UFUNC_OPS, Tensor, wrap
 
 OPS: dict[str, Op] = {}
 """The public differentiable ops by name: the table tests and docs are checked against."""

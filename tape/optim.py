@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import describe
 from .record import no_grad
-from .tensor import Tensor
+from .tensors import Tensor
 
 
 class Optimizer(ABC):

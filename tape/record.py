@@ -18,7 +18,7 @@ whose result is dropped frees its records at once, and a loop that never
 calls backward cannot grow the tape.
 
 This module knows nothing of ``Tensor``: a record refers to its output
-weakly, and ``tensor.py`` gives records their Tensor views (``inputs``,
+weakly, and ``tensors.py`` gives records their Tensor views (``inputs``,
 ``output``).
 """
 

@@ -33,7 +33,7 @@ import numpy as np
 from .autodiff import FLOW_LIMIT, Observer, key_of, make_pullback, observe, run, seed, tensor_of
 from .errors import describe, where_recorded
 from .record import GradMode, Node, reachable
-from .tensor import Tensor
+from .tensors import Tensor
 from .viz import build_dot, format_array, label_key, pipe, summed_axes, to_networkx
 
 

@@ -51,7 +51,7 @@ import numpy as np
 from .autodiff import keep_flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
 from .record import INDEX, GradMode, Node, get_tape, reachable
-from .tensor import Standin, Tensor
+from .tensors import Standin, Tensor
 
 if TYPE_CHECKING:  # imported lazily: `import tape` should not pay for networkx
     import graphviz

@@ -344,3 +344,12 @@ def test_in_place_with_a_requires_grad_operand_raises():
     with pytest.raises(RuntimeError):
         c += x
     np.testing.assert_array_equal(c.data, [1.0, 2.0])
+
+
+def test_tape_tensor_is_the_function_and_the_module_has_its_own_name():
+    import importlib
+
+    assert tape.tensor.__module__ == "tape.creation"  # no submodule shadows or is shadowed
+    assert importlib.import_module("tape.tensors").Tensor is tape.Tensor
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("tape.tensor")
