@@ -208,17 +208,24 @@ def release(nodes: list[Node], why: str) -> None:
     mark = False if why == "tape.clear()" else None
     for node in nodes:
         node.saved = mark
-        for p in node.parents:
+        kept = None
+        for i, p in enumerate(node.parents):
             kind = p.__class__
-            if kind is np.ndarray:
-                if p.nbytes > KEEP_BYTES:
-                    break
-            elif kind is not Node and kind not in _NUMBERS and _holds_values(p):
-                break
-        else:
-            p = None
-        if p is not None:  # a constant worth freeing: keep only its shape and dtype
-            node.parents = tuple([freed(q) if _holds_values(q) else q for q in node.parents])
+            if kind is Node or kind in _NUMBERS:
+                continue
+            if kind is np.ndarray:  # the common constant: checked here, without a call
+                if p.nbytes <= KEEP_BYTES:
+                    continue
+                stand_in = _FREED.get((p.shape, p.dtype)) or freed(p)
+            elif _holds_values(p):
+                stand_in = freed(p)
+            else:
+                continue
+            if kept is None:
+                kept = list(node.parents)
+            kept[i] = stand_in  # only its shape and dtype stay
+        if kept is not None:
+            node.parents = tuple(kept)
         if node.params:
             ctx = node.params.get("ctx")
             if ctx is not None:
