@@ -369,3 +369,16 @@ def test_function_backward_returning_a_non_numeric_gradient(graph):
     out = _half_way(WrongDtype, x, w)
     message = raises_unchanged(TypeError, out.backward, x, w, hidden, loss, out)
     assert "WrongDtype" in message
+
+
+@pytest.mark.parametrize(
+    "seed", [np.array(1 + 2j), np.ones(1, dtype=complex), "one", np.array(["a"]), [None]]
+)
+def test_a_seed_that_is_not_real_numbers_is_refused_and_changes_nothing(seed):
+    x = tape.tensor([2.0], requires_grad=True)
+    y = x * x
+    with pytest.raises(TypeError, match=r"backward: grad has dtype .* must be real"):
+        y.backward(seed)
+    assert x.grad is None
+    y.backward(np.ones(1))  # the graph was not released by the refused call
+    np.testing.assert_array_equal(x.grad, [4.0])
