@@ -248,7 +248,10 @@ def _function_backward(function, ctx, g):
 }
 
 
-_OPERAND = object()  # a clamp bound that is one of the record's inputs
+_OPERAND = object()
+# A buffer this big is ``del``-ed as soon as nothing reads it (NumPy reuses the memory);
+# for a smaller one the extra line costs more than the memory it returns early.
+DEL_ABOVE = 1 << 16  # a clamp bound that is one of the record's inputs
 
 
 def _param_code(v: Any) -> str:
@@ -497,6 +500,7 @@ class _Writer:
         self.counters: dict[str, int] = {}
         self.dead: list[int] = []  # buffers whose last use was just written
         self.root_names: dict[int, list[str]] = {}
+        self.root_sizes: dict[int, int] = {}  # entries of each buffer: only big ones get a del
 
     # ---- names ------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -761,7 +765,9 @@ class _Writer:
         names = []
         for root in self.dead:
             if self.pending.get(root) == 0:
-                names += self.root_names.pop(root, [])
+                found = self.root_names.pop(root, [])
+                if self.root_sizes.get(root, 0) >= DEL_ABOVE:
+                    names += found
                 self.pending.pop(root)
         self.dead.clear()
         if names and self.inplace:
@@ -905,6 +911,7 @@ class _Writer:
         self.lines.append((line, comment))  # type: ignore[arg-type]
         v = self.vals.get(node)
         if name is not None and v is not None and v.root is not None:
+            self.root_sizes[v.root] = int(np.prod(v.shape, dtype=np.int64))
             names = self.root_names.setdefault(v.root, [])
             if name not in names:
                 names.append(name)
