@@ -264,12 +264,15 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
                 "returns one array (write one Function per output)"
             )
         out = np.asarray(out)
-    if state.anomaly:
-        _check_forward_finite(op, args, out)
+    tape = state.recording
+    if tape is None:  # recording is off, or detect_anomaly checks every result
+        if state.anomaly:
+            _check_forward_finite(op, args, out)
+        tape = state.tape if state.grad_enabled else None
     result = _new(Tensor)  # wrap(out), inlined
     result.data = out
     result.node = result._grad = result._name = None
-    if not ((x_grad or y_grad) and state.grad_enabled):
+    if tape is None or not (x_grad or y_grad):
         result.requires_grad = False
         return result
     # Each input's parent: the record that made it, the leaf itself, or the constant.
@@ -282,7 +285,7 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         parents = tuple([a.node or a if isinstance(a, Tensor) else a for a in args])
         saved = op.save(out, arrays)
     result.requires_grad = True
-    result.node = Node(op, parents, saved, params, result)
+    result.node = Node(op, parents, saved, params, result, tape)
     return result
 
 
