@@ -434,6 +434,11 @@ FLOW_LIMIT = 1000  # a released graph keeps gradients up to this many entries fo
 FLOW_RECORDS = 500  # ... in passes over at most this many records (a diagram one can read)
 
 
+def _shape(value: Any) -> tuple:
+    shape = getattr(value, "shape", None)  # np.shape costs a dispatch; most VJPs return arrays
+    return tuple(np.shape(value) if shape is None else shape)
+
+
 def _small(value: Any) -> Any:
     """A gradient kept for a diagram: the array while small, else only its shape."""
     data = value.data if isinstance(value, Tensor) else value
@@ -458,7 +463,7 @@ def keep_flows(ran: list, steps: list) -> None:
     if len(ran) > FLOW_RECORDS:
         return
     for node, g, sent in steps:
-        parts = {position: (_small(part), tuple(np.shape(raw))) for _, part, position, raw in sent}
+        parts = {position: (_small(part), _shape(raw)) for _, part, position, raw in sent}
         node.note("sent", (_small(g), parts))
     state.flowed = ran
 
