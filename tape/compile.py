@@ -248,6 +248,34 @@ def _function_backward(function, ctx, g):
 }
 
 
+_ASSIGN = re.compile(r"(\w+) = ([^;=]+)")
+_AUGMENTED_USE = re.compile(r"(\w+) ([-+*/]=) (\w+)")
+
+
+def _fold_temporaries(lines: list, tail: str) -> list:
+    """``t = w * c`` then ``s += t``, with ``t`` read nowhere else: ``s += w * c``.
+
+    As a person writes it, and one name less for Python to store and drop per use
+    (the fan-out adds one product per use this way, as the hand-written loop does).
+    """
+    text = "\n".join(line for line, _ in lines) + "\n" + tail
+    out: list = []
+    for line, comment in lines:
+        use = _AUGMENTED_USE.fullmatch(line)
+        made = _ASSIGN.fullmatch(out[-1][0]) if use and out else None
+        if (
+            made
+            and made.group(1) == use.group(3)
+            and len(re.findall(rf"\b{use.group(3)}\b", text)) == 2
+        ):
+            first = out.pop()[1]
+            op = first.split()[0] if first else ""
+            comment = f"{op}, {comment}" if op and comment else comment
+            line = f"{use.group(1)} {use.group(2)} {made.group(2)}"
+        out.append((line, comment))
+    return out
+
+
 _OPERAND = object()
 # A buffer this big is ``del``-ed as soon as nothing reads it (NumPy reuses the memory);
 # for a smaller one the extra line costs more than the memory it returns early.
@@ -1014,6 +1042,7 @@ class _Writer:
         live = [f"{n}={n}" for n, _ in self.live] + [f"{n}={n}" for n in self.functions.values()]
         if live:
             signature += (", " if signature else "") + "*, " + ", ".join(live)
+        self.lines = _fold_temporaries(self.lines, f"{value} {grads_code} {signature}")
         body = []
         width = max((len(line) for line, c in self.lines if c is not None), default=0)
         width = min(width, 60)
