@@ -30,7 +30,15 @@ import numpy as np
 
 from .errors import describe, normalize_axis_tuple
 from .function import Op, apply
-from .tensors import FUNCTION_OPS, NONDIFF_FUNCTIONS, TRACING, UFUNC_OPS, Tensor, wrap
+from .tensors import (
+    FUNCTION_OPS,
+    NONDIFF_FUNCTIONS,
+    TRACING,
+    UFUNC_OPS,
+    Tensor,
+    plain_key,
+    wrap,
+)
 
 OPS: dict[str, Op] = {}
 """The public differentiable ops by name: the table tests and docs are checked against."""
@@ -633,14 +641,6 @@ def index_add(g, key=None, shape=()):
 index_add.defvjp(lambda g, key, shape: g[key])
 
 
-def _unwrap_key(key: Any) -> Any:
-    if isinstance(key, Tensor):
-        return key.data
-    if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
-    return key
-
-
 @op("getitem", method=False)
 def _getitem(x, key=None):
     """Basic and integer-array indexing, ``x[key]``."""
@@ -660,7 +660,7 @@ def getitem(x: Any, key: Any) -> Tensor:
     >>> x[[0, 2, 0]].sum().backward(); x.grad
     array([2., 0., 1.])
     """
-    return apply(_getitem.op, (x,), {"key": _unwrap_key(key)})
+    return apply(_getitem.op, (x,), {"key": plain_key(key)})
 
 
 def _split_vjp(g, *xs_shape, axis=0):

@@ -256,7 +256,7 @@ class Tensor:
             )
         new = value.data if isinstance(value, Tensor) else np.asarray(value)
         try:
-            target = self.data[_plain_key(key)]
+            target = self.data[plain_key(key)]
             np.broadcast_to(new, np.shape(target))
             if not np.can_cast(new.dtype, self.data.dtype, casting="same_kind"):
                 raise TypeError(f"cannot cast {new.dtype} to {self.data.dtype}")
@@ -265,7 +265,7 @@ class Tensor:
                 f"item assignment: cannot write {describe(new)} into {describe(self)} at "
                 f"{key!r}: {e}"
             ) from None
-        self.data[_plain_key(key)] = new  # validated above: this write cannot fail half-way
+        self.data[plain_key(key)] = new  # validated above: this write cannot fail half-way
         mark_changed(self.data)
 
     # ---- NumPy interop ---------------------------------------------------------
@@ -394,7 +394,8 @@ def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
     return result
 
 
-def _plain_key(key: Any) -> Any:
+def plain_key(key: Any) -> Any:
+    """An index with its Tensors replaced by their arrays (``t[i]`` where ``i`` is a Tensor)."""
     if isinstance(key, Tensor):
         return key.data
     if isinstance(key, tuple):
