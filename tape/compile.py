@@ -394,7 +394,7 @@ def _form(node: Any, a: list[str], p: dict) -> str:
     if "fn" in p:  # a NumPy function the trace recorded (np.sign, np.isnan, ...)
         kw = "".join(f", {k}={_value_code(v)}" for k, v in p["kwargs"].items())
         return f"np.{op}({', '.join(a)}{kw})"
-    raise NotImplementedError(
+    raise TraceError(
         f"tape.compile: the op {op!r} (recorded at {where_recorded(node)}) has no code form; "
         "add one to FORMS in tape/compile.py (its forward written as NumPy)"
     )

@@ -415,3 +415,12 @@ def test_a_traceback_inside_generated_code_shows_the_line() -> None:
         step(np.zeros(2))
     text = "".join(traceback.format_exception(info.value))
     assert "<tape.compile:" in text and "np.log(x)" in text
+
+
+def test_an_op_without_a_code_form_is_refused_naming_it():
+    from tape.function import Op, apply
+
+    cube = Op("toy_cube", lambda x: x**3).defvjp(lambda g, x: 3 * g * x**2)
+    compiled = tape.compile(lambda x: apply(cube, (x,)).sum())
+    with pytest.raises(tape.TraceError, match=r"'toy_cube' .* has no code form; add one to FORMS"):
+        compiled(np.ones(3))
