@@ -234,14 +234,12 @@ def release(nodes: list[Node], why: str) -> None:
             kind = p.__class__
             if kind is Node or kind in _NUMBERS:
                 continue
-            if kind is np.ndarray:  # the common constant: checked here, without a call
+            if kind is np.ndarray:  # the common constant: its size checked without a call
                 if p.nbytes <= KEEP_BYTES:
                     continue
-                stand_in = _FREED.get((p.shape, p.dtype)) or freed(p)
-            elif _holds_values(p):
-                stand_in = freed(p)
-            else:
+            elif not _holds_values(p):
                 continue
+            stand_in = freed(p)
             if kept is None:
                 kept = list(node.parents)
             kept[i] = stand_in  # only its shape and dtype stay
@@ -251,11 +249,6 @@ def release(nodes: list[Node], why: str) -> None:
             ctx = node.params.get("ctx")
             if ctx is not None:
                 ctx.saved = None
-
-
-def _is_leaf(parent: Any) -> bool:
-    """A Tensor that requires grad and was made by no record: the walk accumulates into it."""
-    return getattr(parent, "requires_grad", False) is True and getattr(parent, "node", 0) is None
 
 
 _NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
@@ -283,30 +276,26 @@ _FREED: dict[tuple, Freed] = {}
 
 
 def freed(value: Any) -> Freed:
-    """What a released record keeps of a constant: one shared ``Freed`` per shape for arrays."""
-    if not isinstance(value, np.ndarray):
-        return Freed(value)  # a Tensor: keep its name, and a weak link while someone holds it
-    key = (value.shape, value.dtype)
-    found = _FREED.get(key)
-    if found is None:
-        found = _FREED[key] = Freed(np.broadcast_to(np.zeros((), value.dtype), value.shape))
-        found._ref = None
-    return found
+    """What a released record keeps of a constant: one shared ``Freed`` per shape for arrays.
+
+    A Tensor keeps its name too, and a weak link while someone else holds it.
+    """
+    if isinstance(value, np.ndarray):
+        key = (value.shape, value.dtype)
+        return _FREED.get(key) or _FREED.setdefault(key, Freed(*key))
+    return Freed(value.data.shape, value.data.dtype, value.name, weakref.ref(value))
 
 
 class Freed:
-    """What a released record keeps of a constant input: its shape, its dtype, a weak link.
+    """What a released record keeps of a constant input: its shape and dtype.
 
     ``value`` is the constant while something else still holds it, else ``None``.
     """
 
     __slots__ = ("shape", "dtype", "name", "_ref")
 
-    def __init__(self, value: Any) -> None:
-        data = value if isinstance(value, np.ndarray) else value.data
-        self.shape, self.dtype = data.shape, data.dtype
-        self.name = getattr(value, "name", None)
-        self._ref = weakref.ref(value)
+    def __init__(self, shape: tuple, dtype: Any, name: str | None = None, ref: Any = None) -> None:
+        self.shape, self.dtype, self.name, self._ref = shape, dtype, name, ref
 
     @property
     def value(self) -> Any:
