@@ -482,8 +482,12 @@ def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> lis
 
 def run(
     roots: Sequence[Tensor], seeds: Sequence[Any], pullback: Callable, observers: list[Observer]
-) -> tuple[dict, list]:
-    """One walk from ``roots`` with ``observers`` watching; leaves' totals pass them too."""
+) -> tuple[dict, list, list]:
+    """One walk from ``roots`` with ``observers`` watching; leaves' totals pass them too.
+
+    Returns what ``walk`` returns: the leaves' gradients, the records that ran,
+    and the first records' steps (for ``keep_flows``).
+    """
     keys = [t.node or t for t in roots]
     for o in observers:
         o.begin(keys, seeds)
@@ -580,10 +584,6 @@ def add_into_grad(t: Tensor, g: np.ndarray) -> None:
 _COMMIT = threading.Lock()  # threads backpropagating into one leaf must not lose an update
 
 
-def _release(ran: list) -> None:
-    release(ran, "backward")
-
-
 def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
     """Accumulate the gradient of this tensor into ``.grad`` of every leaf it depends on.
 
@@ -609,7 +609,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
             o.end()
     keep_flows(ran, steps)
     if not retain_graph:
-        _release(ran)
+        release(ran, "backward")
 
 
 def _plan(outputs: Sequence[Tensor], wanted: set) -> tuple[set, set]:
@@ -699,7 +699,7 @@ def grad(
         for o in observers:
             o.end()
     if not (create_graph if retain_graph is None else retain_graph):
-        _release([node for node in ran if node in through])  # the others did not run
+        release([node for node in ran if node in through], "backward")  # the others did not run
     return results
 
 
