@@ -29,7 +29,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from heapq import heappop, heappush
+from heapq import heappop, heappush, heappushpop
 from typing import Any
 
 import numpy as np
@@ -53,34 +53,44 @@ def walk(roots: Sequence[Any], seeds: Sequence[Any], pullback: Callable) -> tupl
     """
     grads: dict[Any, Any] = {}
     owned: set[Any] = set()  # sums this pass allocated: safe to += in place
-    pending: list[tuple[int, Node]] = []
-    ran: list[Node] = []
-    steps: list[tuple] = []
+    pending: list[tuple[int, Node]] = []  # records waiting for their turn: a heap by -index
+    ran, steps = [], []  # every record that ran; the first ones' (node, g, sent)
     sent = [(key, part, 0, part) for key, part in zip(roots, seeds)]
     while True:
+        fresh = None  # a record this step reached first; it goes next if newest (a chain)
         for key, part, _, _ in sent:  # accumulate: grads[key] += part
             before = grads.get(key)
             if before is None:  # the first contribution is kept by reference
                 grads[key] = part
                 if key.__class__ is Node:
-                    heappush(pending, (-key.index, key))
+                    if fresh is not None:  # more than one: the others wait in the heap
+                        heappush(pending, (-fresh.index, fresh))
+                    fresh = key
             elif key in owned:  # later ones add into the sum this pass allocated
                 before += part
-            else:  # the second allocates the sum
-                total = before + part
-                if isinstance(total, Tensor):  # create_graph: the sum itself is recorded
-                    grads[key] = total
-                else:  # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
-                    grads[key] = np.asarray(total)
-                    owned.add(key)
-        if not pending:
+            else:  # the second allocates the sum, which later ones may add into
+                grads[key] = _sum(before, part, key, owned)
+        if fresh is not None:  # it comes straight back if no waiting record is newer
+            node = heappushpop(pending, (-fresh.index, fresh))[1]
+        elif pending:
+            node = heappop(pending)[1]
+        else:
             return grads, ran, steps
-        node = heappop(pending)[1]
         ran.append(node)
         g = grads.pop(node)
         sent = pullback(node, g)
         if len(ran) <= FLOW_RECORDS:
             steps.append((node, g, sent))
+
+
+def _sum(before: Any, part: Any, key: Any, owned: set) -> Any:
+    """Two contributions' sum: a recorded Tensor under ``create_graph``, else an array
+    this pass owns (``key`` joins ``owned``, so later parts are added into it in place)."""
+    total = before + part
+    if isinstance(total, Tensor):
+        return total
+    owned.add(key)
+    return np.asarray(total)  # NumPy adds two 0-d arrays into a scalar; a gradient stays an array
 
 
 # ---- the pullback: one record's VJPs, and the bookkeeping around them ------------------
@@ -140,9 +150,37 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
     ``through``/``keep`` (``tape.grad``): only records leading to a wanted
     tensor run, and only contributions to such records or the wanted tensors
     are computed. ``raw`` is what the VJP returned, before un-broadcasting.
+    A plain pass (arrays, nothing pruned) takes the short road, ``arrays``;
+    the rest, and any record whose op has one VJP for all inputs, the general one.
     """
 
-    def pullback(node: Node, g: Any, ndarray: type = np.ndarray) -> list:
+    def arrays(node: Node, g: Any, ndarray: type = np.ndarray) -> list:
+        saved = node.saved
+        if saved.__class__ is not tuple:
+            raise _released_error(node)
+        if node.index < LAST_CHANGE[0]:
+            _check_unchanged(node)
+        op = node.primitive
+        if op.vjp_all is not None or g.__class__ is not ndarray:
+            return general(node, g)
+        calls, params, sent, position = op.calls, node.params, [], -1
+        for parent in node.parents:
+            position += 1
+            if parent.__class__ is Node:
+                shape, dtype = parent.shape, parent.dtype
+            elif isinstance(parent, Tensor) and parent.requires_grad and parent.node is None:
+                shape, dtype = parent.data.shape, parent.data.dtype
+            else:
+                continue  # a constant: no formula runs for it
+            raw = part = calls[position](g, saved, params)
+            if part.__class__ is not ndarray or part.dtype is not dtype or part.shape != shape:
+                if part is None:
+                    continue  # the op says: no gradient for this input
+                part = conform(part, shape, dtype, op.name, position, False)
+            sent.append((parent, part, position, raw))
+        return sent
+
+    def general(node: Node, g: Any, ndarray: type = np.ndarray) -> list:
         if through is not None and node not in through:
             return []  # nothing asked for lies beyond it: neither run nor checked
         saved = node.saved
@@ -159,34 +197,23 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
         parts = None if op.vjp_all is None else _run_vjp_all(node, gv, saved)
         sent = []
         for position, parent in enumerate(node.parents):
-            if parent.__class__ is Node:
-                key, shape, dtype = parent, parent.shape, parent.dtype
-            elif isinstance(parent, Tensor) and parent.requires_grad and parent.node is None:
-                key, shape, dtype = parent, parent.data.shape, parent.data.dtype
-            else:
-                continue  # a constant: no formula runs for it
-            if keep is not None and key not in keep:
-                continue
-            if parts is None:
-                part = op.calls[position](gv, saved, params)
-            else:
-                part = parts[position]
+            key = key_of(parent)
+            if key is None or (keep is not None and key not in keep):
+                continue  # a constant, or a tensor nobody asked about
+            part = op.calls[position](gv, saved, params) if parts is None else parts[position]
             if part is None:
                 continue  # the op says: no gradient for this input
             raw = part
             if graph and op.once:
                 part = _once_record(node, g, part)
-            if (
-                graph
-                or part.__class__ is not ndarray
-                or part.dtype is not dtype
-                or part.shape != shape
-            ):
-                part = conform(part, shape, dtype, node.op, position, graph)
+            if key.__class__ is Node:
+                part = conform(part, key.shape, key.dtype, node.op, position, graph)
+            else:
+                part = conform(part, key.data.shape, key.data.dtype, node.op, position, graph)
             sent.append((key, part, position, raw))
         return sent
 
-    return pullback
+    return arrays if not graph and through is None and keep is None else general
 
 
 def run_vjp(node: Node, g: Any) -> list:
