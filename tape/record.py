@@ -34,10 +34,20 @@ from typing import Any
 
 import numpy as np
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The package's own files, spelled as their code objects spell them (as ``__file__`` is):
+# a set lookup is the cheapest way to skip our frames when finding the user's line.
+_OURS = frozenset(
+    os.path.join(os.path.dirname(__file__), name)
+    for name in os.listdir(os.path.dirname(__file__))
+    if name.endswith(".py")
+)
 # One sequence for every thread: a graph may use tensors another thread made,
 # and the walk needs one order that is topological across all of them.
 INDEX = itertools.count(1)
+
+
+# Looked up once: every record calls them
+_weak, _getframe, _next_index = weakref.ref, sys._getframe, INDEX.__next__
 
 
 class ThreadState(threading.local):
@@ -159,15 +169,17 @@ class Node:
         data = output.data
         shape = data.shape  # known after the output is freed; one tuple per distinct shape
         self.shape, self.dtype = _SHAPES.get(shape) or _shared(shape), data.dtype
-        self._output = ref = weakref.ref(output)  # the output owns its node, not the reverse
+        self._output = ref = _weak(output)  # the output owns its node, not the reverse
         # Where the user asked for the op, inlined from user_code() because every
         # record pays for it: frame 3 skips this, apply and the op's public function.
-        frame = sys._getframe(3)
-        while frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_back is not None:
+        frame = _getframe(3)
+        code = frame.f_code
+        while code.co_filename in _OURS and frame.f_back is not None:
             frame = frame.f_back
-        self.code, self.offset = frame.f_code, frame.f_lasti
+            code = frame.f_code
+        self.code, self.offset = code, frame.f_lasti
         self.notes: dict | None = None
-        self.index = next(INDEX)
+        self.index = _next_index()
         refs = tape.refs
         refs.append(ref)
         if len(refs) >= tape.compact_at:
@@ -310,7 +322,7 @@ def user_code(depth: int) -> tuple:
     ``f_lineno``; ``errors.where_recorded`` looks the line up when needed.
     """
     frame = sys._getframe(depth)
-    while frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_back is not None:
+    while frame.f_code.co_filename in _OURS and frame.f_back is not None:
         frame = frame.f_back
     return (frame.f_code, frame.f_lasti)
 
