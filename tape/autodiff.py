@@ -240,8 +240,8 @@ def _lift(node: Node) -> tuple:
     sources = node.primitive.sources(len(node.parents))
     lifted = []
     for k, value in zip(sources, node.saved):  # type: ignore[arg-type]
-        if value is None:
-            pass  # not saved: no VJP that runs reads it
+        if value is None or value.__class__ is Node:
+            value = None  # not saved (``saved`` may be ``parents``): no VJP that runs reads it
         elif k == OUT:
             value = on_graph(value, node)
         elif k > 0:

@@ -181,10 +181,18 @@ def _only(saves: tuple, needed: set) -> Callable[[Any, tuple], tuple]:
     if set(saves) <= needed:
         return _saver(saves)
     if saves == (1, 2):  # the common binary layouts without a loop
-        return (lambda out, a: (a[0], None)) if 1 in needed else (lambda out, a: (None, a[1]))
+        return _only_x if 1 in needed else _only_y
     full = _saver(saves)
     keep = tuple(k in needed for k in saves)
     return lambda out, arrays: tuple([v if k else None for v, k in zip(full(out, arrays), keep)])
+
+
+def _only_x(out: Any, arrays: tuple) -> tuple:
+    return (arrays[0], None)
+
+
+def _only_y(out: Any, arrays: tuple) -> tuple:
+    return (None, arrays[1])
 
 
 def expand(saves: tuple, fixed: int, n: int) -> list:
@@ -278,7 +286,13 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
     # Each input's parent: the record that made it, the leaf itself, or the constant.
     if n == 2:
         parents = (x.node or x if x_grad else x, y.node or y if y_grad else y)
-        saved = op.save_for[x_grad][y_grad](out, arrays)
+        save = op.save_for[x_grad][y_grad]
+        if (save is _only_y and yd is y) or (save is _only_x and xd is x):
+            # x * c reads only c, a plain constant ``parents`` holds already: the record
+            # saves ``parents`` itself (the other slot is never read) and no second tuple
+            saved = parents
+        else:
+            saved = save(out, arrays)
     elif n == 1:
         parents, saved = (x.node or x,), op.save(out, arrays)
     else:
