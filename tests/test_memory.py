@@ -42,6 +42,18 @@ def test_a_record_saves_only_what_its_vjp_reads(make, saved):
         assert arrays == [] and node.saved == ((3, 2),)  # the shape, never the values
 
 
+def test_a_record_whose_vjp_reads_only_a_plain_constant_keeps_no_second_tuple():
+    x = tape.tensor(np.ones(3), requires_grad=True)
+    c = np.full(3, 2.0)
+    for node in ((x * c).node, (c * x).node, (x * 4.0).node):
+        assert node.saved is node.parents  # the constant is held once, by parents
+    w = tape.tensor(np.full(3, 5.0))  # a constant Tensor: its array is what the VJP reads
+    node = (x * w).node
+    assert node.saved is not node.parents and node.saved[1] is w.data
+    (x * c).sum().backward()
+    assert np.array_equal(x.grad, c)
+
+
 def test_an_intermediate_no_vjp_reads_is_freed_during_the_forward():
     x = tape.tensor(np.ones(100_000), requires_grad=True)
     h = x * 2.0
