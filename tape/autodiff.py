@@ -167,7 +167,7 @@ def make_pullback(graph: bool, through: set | None = None, keep: set | None = No
         for parent in node.parents:
             position += 1
             if parent.__class__ is Node:
-                shape, dtype = parent.shape, parent.dtype
+                shape, dtype = parent.layout
             elif isinstance(parent, Tensor) and parent.requires_grad and parent.node is None:
                 shape, dtype = parent.data.shape, parent.data.dtype
             else:

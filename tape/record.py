@@ -124,13 +124,13 @@ class Watched:
 WATCHED = Watched()
 
 
-_SHAPES: dict[tuple, tuple] = {}
+_LAYOUTS: dict[tuple, tuple] = {}
 
 
-def _shared(shape: tuple) -> tuple:
-    if len(_SHAPES) > 10_000:  # a program of ever-new shapes: start over
-        _SHAPES.clear()
-    return _SHAPES.setdefault(shape, shape)
+def _shared(layout: tuple) -> tuple:
+    if len(_LAYOUTS) > 10_000:  # a program of ever-new shapes: start over
+        _LAYOUTS.clear()
+    return _LAYOUTS.setdefault(layout, layout)
 
 
 class Node:
@@ -140,7 +140,7 @@ class Node:
     ``Tensor`` itself, or the constant it was (a number, an array, a Tensor
     without grad). ``saved`` holds exactly what the op's VJP reads, and is
     ``None`` once a pass released the record (``False`` after ``tape.clear()``);
-    ``shape`` and ``dtype`` are the output's; ``code`` and ``offset`` say
+    ``layout`` is the output's ``(shape, dtype)``; ``code`` and ``offset`` say
     which line of the user's code recorded it. Everything rare (a name, a
     scope, what the last pass sent along each edge) lives in ``notes``.
     """
@@ -150,8 +150,7 @@ class Node:
         "params",
         "parents",
         "saved",
-        "shape",
-        "dtype",
+        "layout",
         "index",
         "code",
         "offset",
@@ -167,8 +166,9 @@ class Node:
         self.parents = parents
         self.saved: tuple | None = saved
         data = output.data
-        shape = data.shape  # known after the output is freed; one tuple per distinct shape
-        self.shape, self.dtype = _SHAPES.get(shape) or _shared(shape), data.dtype
+        # (shape, dtype), known after the output is freed: one tuple per distinct pair
+        layout = (data.shape, data.dtype)
+        self.layout = _LAYOUTS.get(layout) or _shared(layout)
         self._output = ref = _weak(output)  # the output owns its node, not the reverse
         # Where the user asked for the op, inlined from user_code() because every
         # record pays for it: frame 3 skips this, apply and the op's public function.
@@ -189,6 +189,16 @@ class Node:
     def op(self) -> str:
         """The op's name, e.g. ``"matmul"``."""
         return self.primitive.name
+
+    @property
+    def shape(self) -> tuple:
+        """The output's shape."""
+        return self.layout[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The output's dtype."""
+        return self.layout[1]
 
     @property
     def name(self) -> str | None:

@@ -481,7 +481,7 @@ def _standin(meta: tuple, node: Node | None, name: str | None) -> Standin:
 
 def _output(node: Node) -> Tensor:
     t = node._output()
-    return t if t is not None else _standin((node.shape, node.dtype), node, node.name)
+    return t if t is not None else _standin(node.layout, node, node.name)
 
 
 def _input(parent: Any) -> Tensor:
