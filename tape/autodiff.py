@@ -429,6 +429,8 @@ class _Hooks(Observer):
     def _replaced(self, t: Tensor, g: Any, new: Any) -> Any:
         if new is None:
             return g
+        if isinstance(new, np.generic):  # g * 2 on a 0-d gradient: NumPy gives a scalar
+            new = np.asarray(new)
         if not isinstance(new, Tensor | np.ndarray) or new.shape != t.shape:
             raise ValueError(
                 f"hook: a hook on {t._label()} returned {describe(new)}; "

@@ -34,13 +34,27 @@ from typing import Any
 
 import numpy as np
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class _UnderPackage:
+    """``filename in _OURS`` for a package that cannot be listed (imported from a zip)."""
+
+    def __contains__(self, filename: str) -> bool:
+        return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+
+
 # The package's own files, spelled as their code objects spell them (as ``__file__`` is):
 # a set lookup is the cheapest way to skip our frames when finding the user's line.
-_OURS = frozenset(
-    os.path.join(os.path.dirname(__file__), name)
-    for name in os.listdir(os.path.dirname(__file__))
-    if name.endswith(".py")
-)
+try:
+    _OURS: Any = frozenset(
+        os.path.join(os.path.dirname(__file__), name)
+        for name in os.listdir(os.path.dirname(__file__))
+        if name.endswith(".py")
+    )
+except OSError:  # a zip (zipapp, pex) or a frozen bundle: no directory to list
+    _OURS = _UnderPackage()
+
 # One sequence for every thread: a graph may use tensors another thread made,
 # and the walk needs one order that is topological across all of them.
 INDEX = itertools.count(1)

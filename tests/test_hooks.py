@@ -146,6 +146,14 @@ def test_a_hook_must_keep_the_shape():
     assert x.grad is None  # the failed pass committed nothing
 
 
+def test_a_hook_on_a_0d_tensor_may_return_the_scalar_numpy_makes():
+    x = tape.tensor(2.0, requires_grad=True)
+    y = x * 3.0
+    y.register_hook(lambda g: g * 2)  # g is a 0-d array; g * 2 is a NumPy scalar
+    y.backward()
+    assert x.grad.shape == () and x.grad == 6.0  # dy/dx = 3, doubled by the hook
+
+
 def test_a_hook_needs_a_tensor_that_requires_grad():
     with pytest.raises(RuntimeError, match="does not require grad"):
         tape.tensor([1.0]).register_hook(lambda g: g)

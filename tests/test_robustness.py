@@ -229,3 +229,36 @@ def test_threads_record_on_their_own_tapes_and_get_correct_gradients():
         assert results[k]["mode_inside"] is True and results[k]["no_grad_node"] == "recorded"
     assert tape.is_grad_enabled()
     assert len(main_tape) == main_len and main_y.node in list(main_tape)
+
+
+def test_tape_imported_from_a_zip_records_and_names_the_users_line(tmp_path):
+    """A zipapp or pex has no package directory to list; the user's line is still found."""
+    import subprocess
+    import zipfile
+    from pathlib import Path
+
+    package = Path(tape.__file__).parent
+    archive = tmp_path / "tape.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in package.glob("*.py"):
+            z.write(path, f"tape/{path.name}")
+    script = tmp_path / "user.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(archive)!r})\n"
+        "import numpy as np, tape\n"
+        "assert '.zip' in tape.__file__, tape.__file__\n"
+        "x = tape.tensor(np.ones(3), requires_grad=True)\n"
+        "loss = (x * 3.0).sum()\n"
+        "loss.backward()\n"
+        "print(x.grad.tolist())\n"
+        "try:\n"
+        "    loss.backward()\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    grads, error = run.stdout.splitlines()[:2]
+    assert grads == "[3.0, 3.0, 3.0]"
+    assert "user.py:6" in error, error  # the line that recorded the sum, not a tape file
