@@ -265,26 +265,33 @@ def release(nodes: list[Node], why: str) -> None:
     mark = False if why == "tape.clear()" else None
     for node in nodes:
         node.saved = mark
-        kept = None
-        for i, p in enumerate(node.parents):
+        for p in node.parents:
             kind = p.__class__
-            if kind is Node or kind in _NUMBERS:
-                continue
-            if kind is np.ndarray:  # the common constant: its size checked without a call
-                if p.nbytes <= KEEP_BYTES:
-                    continue
-            elif not _holds_values(p):
-                continue
-            stand_in = freed(p)
-            if kept is None:
-                kept = list(node.parents)
-            kept[i] = stand_in  # only its shape and dtype stay
-        if kept is not None:
-            node.parents = tuple(kept)
+            if (
+                kind is Node
+                or kind in _NUMBERS
+                or (kind is np.ndarray and p.nbytes <= KEEP_BYTES)
+                or getattr(p, "requires_grad", False)
+            ):
+                continue  # a record, a number, a small array or a leaf: nothing to free
+            node.parents = _with_stand_ins(node.parents)
+            break
         if node.params:
             ctx = node.params.get("ctx")
             if ctx is not None:
                 ctx.saved = None
+
+
+def _with_stand_ins(parents: tuple) -> tuple:
+    """``parents`` with each constant worth freeing replaced by its shape and dtype."""
+    kept = list(parents)
+    for i, p in enumerate(kept):
+        if p.__class__ is np.ndarray:
+            if p.nbytes > KEEP_BYTES:
+                kept[i] = freed(p)
+        elif not getattr(p, "requires_grad", True) and _holds_values(p):  # a constant Tensor
+            kept[i] = freed(p)
+    return tuple(kept)
 
 
 _NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
