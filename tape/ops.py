@@ -434,7 +434,7 @@ def mean(x, axis=None, keepdims=False):
 
 
 def _mean_vjp(g, x_shape, axis, keepdims):
-    count = int(np.prod(x_shape)) // builtins.max(g.size, 1)
+    count = math.prod(x_shape) // builtins.max(g.size, 1)  # np.prod would make an array first
     return np.broadcast_to(_expand(g / count, x_shape, _axis(axis), keepdims), x_shape)  # g/N each
 
 
