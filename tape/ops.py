@@ -233,7 +233,9 @@ neg = unary("neg", np.negative, lambda g: -g, "∂(−x)/∂x = −1", dunder="_
 def _pow_dx(g, x, y):
     # ∂(xʸ)/∂x = y·xʸ⁻¹; where y = 0, xʸ is constant: 0, even at x = 0 where x⁻¹ is inf
     if isinstance(y, int | float):
-        return np.zeros_like(g) if y == 0 else g * y * x ** (y - 1)
+        if y == 0:
+            return np.zeros_like(g)
+        return g * y * (x if y == 2 else x ** (y - 1))  # a square's x¹ is x: no np.power
     return g * y * x ** (np.where(y == 0, 1, y) - 1)
 
 
