@@ -245,6 +245,34 @@ def test_prod_with_zeros_is_right_to_second_order(data, axis) -> None:
     assert tape.gradgradcheck(f, [x])
 
 
+# ---- pow by a Python number ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("y", [2, 2.0, 3, 1, 0.5, -1, -2.5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pow_by_a_python_number_gives_numpys_power_and_y_x_to_the_y_minus_1(y, dtype) -> None:
+    # x ** 2 takes a short road in forward and VJP: every exponent must give np.power's values
+    x = _leaf(np.random.default_rng(3).uniform(0.5, 2.0, (3, 4)), dtype)
+    out = x**y
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out.data, np.power(x.data, y))
+    out.sum().backward()
+    assert x.grad.dtype == dtype
+    np.testing.assert_allclose(x.grad, y * np.power(x.data, y - 1), rtol=1e-6)
+    if dtype == np.float64:
+        assert tape.gradcheck(lambda t: t**y, [x])
+        assert tape.gradgradcheck(lambda t: t**y, [x])
+
+
+def test_pow_by_two_and_by_zero_at_zero_and_below_zero() -> None:
+    x = _leaf([-1.5, -0.0, 0.0, 2.0])
+    (x**2).sum().backward()
+    np.testing.assert_array_equal(x.grad, [-3.0, 0.0, 0.0, 4.0])  # 2x
+    x.zero_grad()
+    (x**0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0, 0.0])  # x⁰ is constant, also at 0
+
+
 # ---- norm -----------------------------------------------------------------------------------
 
 
