@@ -136,3 +136,18 @@ def test_the_pictures_show_what_the_code_computes_today(tmp_path: Path) -> None:
         assert svg_texts(drawn.read_text("utf-8")) == svg_texts(committed.read_text("utf-8")), (
             f"docs/img/{drawn.name} is out of date: run python docs/img/make_pictures.py"
         )
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_each_source_link_finds_its_one_line(page: Path) -> None:
+    """The docs build's check, without building: a link's text names exactly one line."""
+    pytest.importorskip("mkdocs")  # the hook raises mkdocs' error; docs extras only
+    sys.path.insert(0, str(DOCS / "hooks"))
+    try:
+        import source_links
+    finally:
+        sys.path.pop(0)
+    for match in source_links.LINK.finditer(page.read_text(encoding="utf-8")):
+        if match["text"]:
+            assert match["path"] in source_links.SOURCES, match[0]
+            source_links.find_line(match["path"], match["text"], page.name)

@@ -42,7 +42,7 @@ def _page(path: str) -> str:
     return f"source/{path}.md"
 
 
-def _find_line(path: str, text: str, where: str) -> int:
+def find_line(path: str, text: str, where: str) -> int:
     lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
     hits = [i + 1 for i, line in enumerate(lines) if text in line]
     if len(hits) != 1:
@@ -81,7 +81,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
         target = posixpath.relpath(_page(path), here or ".")
         if text is None:
             return f']({target} "{path}")'
-        line = _find_line(path, text, page.file.src_uri)
+        line = find_line(path, text, page.file.src_uri)
         return f']({target}#L-{line} "{path}, line {line}")'
 
     return LINK.sub(rewrite, markdown)
