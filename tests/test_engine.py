@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from functions import Square
 
 import tape
 
@@ -641,18 +642,6 @@ def test_accumulated_grad_is_not_shared_between_leaves_across_passes():
 
 
 # ---- custom Functions ----------------------------------------------------------------------------
-
-
-class Square(tape.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved
-        return (2 * x * grad,)
 
 
 class Lin(tape.Function):

@@ -14,6 +14,7 @@ import graphviz
 import networkx as nx
 import numpy as np
 import pytest
+from functions import Square
 
 import tape
 from tape import cli, viz
@@ -327,17 +328,6 @@ def test_to_dot_displays_in_jupyter():
 
 
 def test_custom_function_after_backward_still_draws():
-    class Square(tape.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved
-            return (2 * x * grad,)
-
     x = tape.tensor([3.0], requires_grad=True, name="x")
     y = Square.apply(x).sum()
     before = tape.to_dot(y, flow=True).source
