@@ -35,7 +35,26 @@ def no_code_runs(monkeypatch):
     """
     real_compile = builtins.compile
 
-    def forbidden(*args, **kwargs):
+    real_eval, real_exec = builtins.eval, builtins.exec
+
+    def importing() -> bool:
+        # A lazy import (argparse's error path imports locale; a module's namedtuple
+        # evals its class) runs library code: loading the library, not the expression.
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename.startswith("<frozen importlib"):
+                return True
+            frame = frame.f_back
+        return False
+
+    def no_eval(*args, **kwargs):
+        if importing():
+            return real_eval(*args, **kwargs)
+        raise AssertionError("eval/exec was called")
+
+    def no_exec(*args, **kwargs):
+        if importing():
+            return real_exec(*args, **kwargs)
         raise AssertionError("eval/exec was called")
 
     def only_ast(source, filename, mode, flags=0, *args, **kwargs):
@@ -43,9 +62,17 @@ def no_code_runs(monkeypatch):
             raise AssertionError("compile() was asked for code, not a syntax tree")
         return real_compile(source, filename, mode, flags, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "eval", forbidden)
-    monkeypatch.setattr(builtins, "exec", forbidden)
+    monkeypatch.setattr(builtins, "eval", no_eval)
+    monkeypatch.setattr(builtins, "exec", no_exec)
     monkeypatch.setattr(builtins, "compile", only_ast)
+
+
+def test_the_no_code_guard_refuses_eval_and_exec_outside_imports(no_code_runs):
+    for run_code in (eval, exec):
+        with pytest.raises(AssertionError, match="eval/exec was called"):
+            run_code("1 + 1")
+    with pytest.raises(AssertionError, match="not a syntax tree"):
+        compile("1 + 1", "<x>", "eval")
 
 
 # ---- demo ----------------------------------------------------------------------------------
@@ -449,11 +476,6 @@ WRONG_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("expr,named", WRONG_ARGUMENTS)
-def test_wrong_argument_counts_exit_2(tmp_path, expr, named):
-    assert_refused(run_capped(tmp_path, "grad", expr, "--var", "x=3"), tmp_path, named)
-
-
 HUGE_NUMBERS = [
     ("(x * 123456789012345678901234567890).sum()", "123456"),
     ("(x * -99999999999999999999999).sum()", "999999"),
@@ -468,8 +490,8 @@ HUGE_NUMBERS = [
 ]
 
 
-@pytest.mark.parametrize("expr,named", HUGE_NUMBERS)
-def test_huge_numbers_in_expr_exit_2(tmp_path, expr, named):
+@pytest.mark.parametrize("expr,named", WRONG_ARGUMENTS + HUGE_NUMBERS)
+def test_wrong_argument_counts_and_huge_numbers_in_expr_exit_2(tmp_path, expr, named):
     assert_refused(run_capped(tmp_path, "grad", expr, "--var", "x=3"), tmp_path, named)
 
 
