@@ -289,8 +289,8 @@ def _with_stand_ins(parents: tuple) -> tuple:
         if p.__class__ is np.ndarray:
             if p.nbytes > KEEP_BYTES:
                 kept[i] = freed(p)
-        elif not getattr(p, "requires_grad", True) and _holds_values(p):  # a constant Tensor
-            kept[i] = freed(p)
+        elif not getattr(p, "requires_grad", True) and p.data.nbytes > KEEP_BYTES:
+            kept[i] = freed(p)  # a Tensor without grad (records, leaves, numbers stay)
     return tuple(kept)
 
 
@@ -299,20 +299,6 @@ _NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
 
 # A constant this small stays after release: a stand-in for it would cost as much memory.
 KEEP_BYTES = 256
-
-
-def _holds_values(parent: Any) -> bool:
-    """A constant input worth freeing: an array (or a Tensor without grad) over ``KEEP_BYTES``."""
-    kind = parent.__class__
-    if kind is np.ndarray:
-        return parent.nbytes > KEEP_BYTES
-    if kind is Node or kind in _NUMBERS:
-        return False
-    return (
-        getattr(parent, "node", 0) is None
-        and not parent.requires_grad
-        and (parent.data.nbytes > KEEP_BYTES)
-    )
 
 
 _FREED: dict[tuple, Freed] = {}

@@ -102,9 +102,10 @@ def test_a_loop_that_keeps_its_losses_grows_by_at_most_5_kb_a_step():
     assert per_step <= 5 * 1024, f"{per_step:.0f} bytes per step over keeping floats"
 
 
-def test_backward_frees_saved_values_and_constants_and_keeps_the_structure():
+@pytest.mark.parametrize("constant", [np.ones, lambda shape: tape.tensor(np.ones(shape))])
+def test_backward_frees_saved_values_and_constants_and_keeps_the_structure(constant):
     x = tape.tensor(np.ones((200, 50)), requires_grad=True)
-    data = np.ones((200, 50))  # a constant no one else will hold
+    data = constant((200, 50))  # an array or a Tensor without grad, no one else will hold
     ref_const = weakref.ref(data)
     loss = (x * data).tanh().sum()
     tanh = loss.node.parents[0]
