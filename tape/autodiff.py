@@ -103,6 +103,10 @@ def unbroadcast(g: Any, shape: tuple, op: str, position: int) -> Any:
     four outputs, so its gradient is the sum of those four: ``g.sum(axis=0)``.
     """
     lead = g.ndim - len(shape)
+    if shape and lead > 0 and g.shape[lead:] == shape:  # only leading axes were added (a bias)
+        # one sum, and a new array rather than a view: .grad can keep it without a copy
+        # (a 0-d input is left to the general case, where the sum stays an array)
+        return g.sum(axis=0 if lead == 1 else tuple(range(lead)))
     if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, g.shape[lead:])):
         raise ValueError(
             f"{op}: its VJP gave input {position} a gradient of shape {g.shape}, "
@@ -485,15 +489,27 @@ def keep_flows(ran: list, steps: list) -> None:
     loop that keeps its losses keeps no flows.
     """
     for node in state.flowed:  # the previous pass's: let them go
-        if node.notes is not None:
-            node.notes.pop("sent", None)
-            node.notes = node.notes or None
+        notes = node.notes
+        if notes is not None:
+            notes.pop("sent", None)
+            if not notes:
+                node.notes = None
     state.flowed = []
     if len(ran) > FLOW_RECORDS:
         return
+    ndarray = np.ndarray
     for node, g, sent in steps:
-        parts = {position: (_small(part), _shape(raw)) for _, part, position, raw in sent}
-        node.note("sent", (_small(g), parts))
+        parts = {}
+        for _, part, position, raw in sent:
+            if part.__class__ is ndarray and raw.__class__ is ndarray:  # no calls for arrays
+                parts[position] = (part if part.size <= FLOW_LIMIT else part.shape, raw.shape)
+            else:
+                parts[position] = (_small(part), _shape(raw))
+        small = g if g.__class__ is ndarray and g.size <= FLOW_LIMIT else _small(g)
+        if node.notes is None:
+            node.notes = {"sent": (small, parts)}
+        else:
+            node.notes["sent"] = (small, parts)
     state.flowed = ran
 
 
@@ -554,7 +570,7 @@ def _seed(t: Tensor, grad: Any, what: str, graph: bool) -> Any:
                 f"one is {describe(t)}; pass grad=np.ones({t.shape}) (or the upstream "
                 "gradient), or reduce the tensor first with .sum() or .mean()"
             )
-        seed = np.ones(t.shape, dtype=t.dtype)
+        seed = np.array(1, t.dtype) if t.ndim == 0 else np.ones(t.shape, dtype=t.dtype)
     else:
         if isinstance(grad, Tensor) and not graph:
             grad = grad.data
