@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import add_note, describe, where_recorded
+from .errors import add_note, describe, label, where_recorded
 from .function import OUT, Op, apply
 from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, release, state
 from .tensors import Tensor, on_graph, wrap
@@ -437,7 +437,7 @@ class _Hooks(Observer):
             new = np.asarray(new)
         if not isinstance(new, Tensor | np.ndarray) or new.shape != t.shape:
             raise ValueError(
-                f"hook: a hook on {t._label()} returned {describe(new)}; "
+                f"hook: a hook on {label(t)} returned {describe(new)}; "
                 "a replacement gradient must have the tensor's shape"
             )
         if self.graph:  # the walk differentiates Tensors then
@@ -560,7 +560,7 @@ def _seed(t: Tensor, grad: Any, what: str, graph: bool) -> Any:
         raise TypeError(f"{what}: outputs must be Tensors, got {type(t).__name__}")
     if not t.requires_grad:
         raise RuntimeError(
-            f"{what}: {t._label()} does not require grad, so no record leads to it; "
+            f"{what}: {label(t)} does not require grad, so no record leads to it; "
             "create the leaves with requires_grad=True (and outside tape.no_grad())"
         )
     if grad is None:
@@ -600,7 +600,7 @@ def _check_leaves(grads: dict) -> None:
     for t in grads:
         if t.data.dtype.kind != "f":
             raise TypeError(
-                f"backward: the leaf {t._label()} requires grad but has an integer or bool "
+                f"backward: the leaf {label(t)} requires grad but has an integer or bool "
                 "dtype, which cannot hold a gradient (it would be truncated); make it "
                 "floating, e.g. tape.tensor(data, dtype=np.float64, requires_grad=True)"
             )
@@ -736,7 +736,7 @@ def grad(
         g = found.get(t.node or t)
         if g is None and not allow_unused:
             raise ValueError(
-                f"grad: input {i} ({t._label()}) does not reach any output; pass "
+                f"grad: input {i} ({label(t)}) does not reach any output; pass "
                 "allow_unused=True to get None for it"
             )
         results.append(g)
@@ -770,7 +770,7 @@ def register_hook(self: Tensor, fn: Callable[[Any], Any]) -> _Handle:
     """
     if not self.requires_grad:
         raise RuntimeError(
-            f"register_hook: {self._label()} does not require grad, so no gradient reaches it"
+            f"register_hook: {label(self)} does not require grad, so no gradient reaches it"
         )
     hooks = WATCHED.watch(self).hooks
     key = next(_HOOK_KEYS)  # never reused, so a stale handle cannot remove a newer hook
@@ -781,7 +781,7 @@ def register_hook(self: Tensor, fn: Callable[[Any], Any]) -> _Handle:
 def retain_grad(self: Tensor) -> None:
     """Keep (and accumulate, like a leaf) ``.grad`` on this non-leaf tensor."""
     if not self.requires_grad:
-        raise RuntimeError(f"retain_grad: {self._label()} does not require grad")
+        raise RuntimeError(f"retain_grad: {label(self)} does not require grad")
     WATCHED.watch(self).retain = True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,14 @@ def describe(value: object) -> str:
     if isinstance(data, bool | int | float | complex):
         return f"{type(data).__name__}[]"
     return type(value).__name__
+
+
+def label(t: Any) -> str:
+    """How an error names a tensor: its name, ``dtype[shape]``, the op that made it."""
+    name, node = getattr(t, "name", None), getattr(t, "node", None)
+    named = f"'{name}' " if name else ""
+    made_by = f" made by {node.op}" if node is not None else ""
+    return f"{named}{describe(t)}{made_by}"
 
 
 def add_note(error: BaseException, note: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import describe
+from .errors import describe, label
 from .record import WATCHED, Freed, Node, mark_changed, state
 
 # Filled by ops.py: how NumPy's ufuncs and functions map onto recorded ops.
@@ -77,7 +77,7 @@ class Tensor:
         """The accumulated gradient: an array of this tensor's shape and dtype, or ``None``."""
         if self.node is not None and not _retains(self):
             warnings.warn(
-                f"the .grad of a non-leaf tensor ({self._label()}) is not kept; "
+                f"the .grad of a non-leaf tensor ({label(self)}) is not kept; "
                 "call .retain_grad() on it before backward, or read the gradient "
                 "with tape.grad(loss, [t])",
                 UserWarning,
@@ -109,11 +109,6 @@ class Tensor:
         self._name = value
         if self.node is not None:  # the record keeps it: diagrams name a freed output too
             self.node.note("name", value)
-
-    def _label(self) -> str:
-        made_by = f" made by {self.node.op}" if self.node is not None else ""
-        name = f"'{self.name}' " if self.name else ""
-        return f"{name}{describe(self)}{made_by}"
 
     @property
     def is_leaf(self) -> bool:
@@ -220,7 +215,7 @@ class Tensor:
         other_requires = isinstance(other, Tensor) and other.requires_grad
         if state.grad_enabled and (self.requires_grad or other_requires):
             raise RuntimeError(
-                f"{symbol}: cannot update {self._label()} in place while recording, because "
+                f"{symbol}: cannot update {label(self)} in place while recording, because "
                 "the tape would lose the value it saved; wrap the update in "
                 "`with tape.no_grad():` (as optimizers do) or write `t = t ... x`"
             )
@@ -249,7 +244,7 @@ class Tensor:
         """``t[key] = value`` outside recording (as in an optimizer); checked before writing."""
         if state.grad_enabled and self.requires_grad:
             raise RuntimeError(
-                f"item assignment: cannot write into {self._label()} while recording, "
+                f"item assignment: cannot write into {label(self)} while recording, "
                 "because the tape would lose the values it saved; build the new values "
                 "with tape.where(mask, new, t) or tape.concatenate, or write under "
                 "`with tape.no_grad():`"
