@@ -284,13 +284,14 @@ def release(nodes: list[Node], why: str) -> None:
 
 def _with_stand_ins(parents: tuple) -> tuple:
     """``parents`` with each constant worth freeing replaced by its shape and dtype."""
-    kept = list(parents)
-    for i, p in enumerate(kept):
+    kept = []
+    for p in parents:
         if p.__class__ is np.ndarray:
-            if p.nbytes > KEEP_BYTES:
-                kept[i] = freed(p)
+            if p.nbytes > KEEP_BYTES:  # one shared stand-in per (shape, dtype)
+                p = _FREED.get((p.shape, p.dtype)) or freed(p)
         elif not getattr(p, "requires_grad", True) and p.data.nbytes > KEEP_BYTES:
-            kept[i] = freed(p)  # a Tensor without grad (records, leaves, numbers stay)
+            p = freed(p)  # a Tensor without grad (records, leaves, numbers stay)
+        kept.append(p)
     return tuple(kept)
 
 
