@@ -557,7 +557,9 @@ class _Writer:
             # laid out in memory as the array was (Fortran order, a transpose, a flip): NumPy
             # gives the results of ops on it the same layout, and sums them in that order
             base = np.ascontiguousarray(np.flip(data, flips).transpose(perm))
-            if base.size <= 16 and (base.dtype.kind != "f" or np.isfinite(base).all()):
+            if base.size == 0:  # tolist() of a (0, 3) array is [], which has lost its shape
+                value = f"np.zeros({base.shape!r}, dtype={_dtype_code(base.dtype)})"
+            elif base.size <= 16 and (base.dtype.kind != "f" or np.isfinite(base).all()):
                 value = f"np.array({base.tolist()!r}, dtype={_dtype_code(base.dtype)})"
             else:
                 self.helpers["_const"] = None
@@ -705,6 +707,8 @@ class _Writer:
                 t = self.out_tensor[self.consumers[node][0]]  # named as the reshape's result
         if op in _ELEMENTWISE:
             codes = self.operands(vals)
+            if op == "clamp" and vals[0].scalar is not None and not vals[0].weak:
+                codes[0] = self.exact(vals[0], ())  # np.clip reads a literal x as float64
             real = [v.shape for v in vals if v.scalar is None]
             if "cond" in node.params:
                 real.append(np.shape(node.params["cond"]))

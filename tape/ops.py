@@ -210,7 +210,8 @@ def _example(fn: Any, name: str, values: tuple) -> str:
 
 def _broadcast_hint(x: Any, y: Any, **params: Any) -> str | None:
     try:
-        np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(params.get("cond", ())))
+        cond = np.shape(params["cond"]) if "cond" in params else ()  # np.shape(()) is (0,)
+        np.broadcast_shapes(np.shape(x), np.shape(y), cond)
     except ValueError:
         return (
             "NumPy broadcasting aligns shapes from the right and needs each pair of "
@@ -581,15 +582,27 @@ def transpose(x: Any, *axes: Any) -> Tensor:
     """
     axes = _shape_args(axes)
     if axes:  # non-negative, so the VJP's argsort inverts the permutation
-        axes = normalize_axis_tuple(axes, np.ndim(x.data if isinstance(x, Tensor) else x))
+        axes = _axes_of(x, "transpose", axes)
     return apply(_transpose.op, (x,), {"axes": tuple(axes) if axes else None})
+
+
+def _axes_of(x: Any, op: str, axes: Any, allow_duplicate: bool = False) -> tuple:
+    """``axes`` made non-negative for ``x``, or an error naming ``op`` and x's shape."""
+    data = x.data if isinstance(x, Tensor) else x
+    try:
+        return normalize_axis_tuple(axes, np.ndim(data), allow_duplicate=allow_duplicate)
+    except ValueError as e:  # NumPy's AxisError is a ValueError
+        raise ValueError(
+            f"{op}({describe(data)}, axes={tuple(axes)}): {e}; "
+            + ("each axis must be in" if allow_duplicate else "axes must be a permutation of")
+            + f" range({np.ndim(data)}), negative ones counting from the end"
+        ) from None
 
 
 def swapaxes(x: Any, axis1: int, axis2: int) -> Tensor:
     """Exchange two axes (a ``transpose``)."""
-    ndim = np.ndim(x.data if isinstance(x, Tensor) else x)
-    axes = list(range(ndim))
-    a, b = normalize_axis_tuple((axis1, axis2), ndim, allow_duplicate=True)
+    axes = list(range(np.ndim(x.data if isinstance(x, Tensor) else x)))
+    a, b = _axes_of(x, "swapaxes", (axis1, axis2), allow_duplicate=True)
     axes[a], axes[b] = axes[b], axes[a]
     return transpose(x, axes)
 

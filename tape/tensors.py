@@ -249,6 +249,13 @@ class Tensor:
                 "with tape.where(mask, new, t) or tape.concatenate, or write under "
                 "`with tape.no_grad():`"
             )
+        if state.grad_enabled and isinstance(value, Tensor) and value.requires_grad:
+            raise RuntimeError(
+                f"item assignment: cannot write {label(value)}, which requires grad, into "
+                f"{label(self)}: the write copies values, so its gradient would be lost; "
+                "build the new tensor with tape.where(mask, value, t), tape.concatenate or "
+                "tape.stack, or write value.detach() if no gradient should flow"
+            )
         new = value.data if isinstance(value, Tensor) else np.asarray(value)
         try:
             target = self.data[plain_key(key)]

@@ -283,6 +283,25 @@ def test_python_numbers_stay_python_numbers() -> None:
     assert "np.int64" not in step.source(x)
 
 
+def test_a_uniform_float32_constant_clamped_stays_float32() -> None:
+    # a constant with one value is written as a literal, but np.clip reads a literal x
+    # as float64: x is written as np.float32(...)
+    c = tape.tensor([0.5, 0.5], dtype=np.float32)
+    for f in (lambda lo: c.clamp(min=lo).exp().sum(), lambda hi: c.clamp(max=hi).exp().sum()):
+        bound = np.array([0.0, 1.0], dtype=np.float32)
+        value, grad = tape.compile(f)(bound)
+        assert value.dtype == grad.dtype == np.float32
+        assert_same((value, grad), tape.func.value_and_grad(f)(bound), np.float32)
+
+
+def test_an_empty_constant_keeps_its_shape() -> None:
+    # tolist() of a (0, 3) array is [], which would come back with shape (0,)
+    c = np.zeros((0, 3))
+    f = lambda x: (x[np.array([False, False])] * c).sum()
+    x = np.ones((2, 3))
+    assert_same(tape.compile(f)(x), tape.func.value_and_grad(f)(x), np.float64)
+
+
 # ---- caching and retracing ---------------------------------------------------------------------
 
 

@@ -141,6 +141,28 @@ def test_bad_axis_or_shape(graph, label, call):
     assert label in message
 
 
+@pytest.mark.parametrize(
+    ("label", "call"),
+    [
+        ("transpose", lambda t: t.transpose(0, 0)),
+        ("transpose", lambda t: t.transpose(0, 1, 2)),
+        ("swapaxes", lambda t: t.swapaxes(0, 5)),
+    ],
+    ids=["repeated", "too-many", "out-of-range"],
+)
+def test_bad_axes_name_the_op_the_shape_and_the_rule(graph, label, call):
+    x, w, hidden, loss = graph
+    message = raises_unchanged(ValueError, lambda: call(x), x, w, hidden, loss)
+    assert message.startswith(f"{label}(float64[4, 3]") and "range(2)" in message
+
+
+def test_a_dtype_error_gives_no_broadcasting_hint(graph):
+    # the hint once compared the shapes with np.shape(()), which is (0,), not ()
+    x, w, hidden, loss = graph
+    message = raises_unchanged(TypeError, lambda: x + "a", x, w, hidden, loss)
+    assert message.startswith("add(float64[4, 3], str)") and "broadcast" not in message
+
+
 def test_backward_with_a_wrongly_shaped_grad(graph):
     x, w, hidden, loss = graph
     message = raises_unchanged(
@@ -255,6 +277,36 @@ def test_in_place_update_while_recording(graph):
         w += 1.0
 
     raises_unchanged(RuntimeError, update, x, w, hidden, loss)
+
+
+def test_writing_a_tensor_that_requires_grad_into_another(graph):
+    # the write would copy the values and lose their gradient, as c += x would
+    x, w, hidden, loss = graph
+    c, doubled = tape.zeros((4, 3)), x[0:2] * 2
+
+    def write() -> None:
+        c[0:2] = doubled
+
+    message = raises_unchanged(RuntimeError, write, x, w, hidden, loss, c, doubled)
+    assert "item assignment" in message and "requires grad" in message
+    assert "tape.where" in message and ".detach()" in message
+    assert not c.data.any()
+    c[0:2] = doubled.detach()  # no gradient wanted: allowed
+    with tape.no_grad():
+        c[2:] = x[2:]  # nothing records: allowed
+    assert np.array_equal(c.data, np.concatenate([x.data[:2] * 2, x.data[2:]]))
+
+
+def test_a_list_operand_holding_a_tensor_that_requires_grad(graph):
+    # a list is read as a constant array, which would silently drop the gradient
+    x, w, hidden, loss = graph
+    y = tape.tensor(3.0, requires_grad=True, name="y")
+    message = raises_unchanged(TypeError, lambda: x * [[y, 1.0, 1.0]], x, w, hidden, loss, y)
+    assert message.startswith("mul: a list operand holds 'y' float64[]")
+    assert "tape.stack" in message
+    assert np.array_equal((x * [[y.detach(), 1.0, 1.0]]).data[:, 0], 3 * x.data[:, 0])
+    with tape.no_grad():
+        assert np.array_equal((x * [y, 1.0, 1.0]).data[:, 0], 3 * x.data[:, 0])
 
 
 def test_in_place_update_with_a_bad_shape_under_no_grad(graph):
