@@ -52,6 +52,7 @@ import numpy as np
 from .autodiff import grad as tape_grad
 from .errors import TraceError, code_location, describe, where_recorded
 from .function import Function, Op, apply
+from .ops import TENSOR_BOUND
 from .record import enable_grad, user_code
 from .tensors import TRACING, Tensor
 
@@ -913,7 +914,7 @@ class _Writer:
         for bound in ("min", "max"):
             if bound in p and p[bound] is not None:
                 b = p[bound]
-                if type(b).__name__ == "_TensorBound":  # an input of the record: an operand
+                if b is TENSOR_BOUND:  # an input of the record: an operand
                     p[bound] = _OPERAND
                 else:
                     p[bound] = self.array_code(b.data if isinstance(b, Tensor) else b)

@@ -342,15 +342,15 @@ class _TensorBound:
         return "tensor"
 
 
-_TENSOR_BOUND = _TensorBound()
+TENSOR_BOUND = _TensorBound()  # the one instance: tape.compile writes it as an operand
 
 
 def _clamp_bounds(bounds: tuple, min: Any, max: Any) -> tuple:
     """The ``(min, max)`` a clamp record used: Tensor bounds are its inputs after ``x``."""
     rest = iter(bounds)
     return (
-        next(rest) if min is _TENSOR_BOUND else min,
-        next(rest) if max is _TENSOR_BOUND else max,
+        next(rest) if min is TENSOR_BOUND else min,
+        next(rest) if max is TENSOR_BOUND else max,
     )
 
 
@@ -385,10 +385,10 @@ def _clamp_vjp(g, x, *bounds, min=None, max=None):
     if hi is not None:
         inside = inside & (x <= hi)
     grads = [np.where(inside, g, 0)]
-    if isinstance(min, _TensorBound):
+    if min is TENSOR_BOUND:
         below = x < lo if hi is None else (x < lo) & (lo < hi)
         grads.append(np.where(below, g, 0))
-    if isinstance(max, _TensorBound):
+    if max is TENSOR_BOUND:
         above = x > hi if lo is None else (x > hi) | (hi < lo)
         grads.append(np.where(above, g, 0))
     return tuple(grads)
@@ -411,8 +411,8 @@ def clamp(x: Any, min: Any = None, max: Any = None) -> Tensor:
     """
     bounds = tuple(b for b in (min, max) if isinstance(b, Tensor))
     params = {
-        "min": _TENSOR_BOUND if isinstance(min, Tensor) else min,
-        "max": _TENSOR_BOUND if isinstance(max, Tensor) else max,
+        "min": TENSOR_BOUND if isinstance(min, Tensor) else min,
+        "max": TENSOR_BOUND if isinstance(max, Tensor) else max,
     }
     return apply(_clamp.op, (x, *bounds), params)
 
