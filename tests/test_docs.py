@@ -1,4 +1,4 @@
-"""Every ```python block in docs/*.md runs, page by page, so the docs cannot drift.
+"""Every ```python block in docs/*.md and README.md runs, page by page, so they cannot drift.
 
 Blocks of one page share a namespace and run in order, in a scratch directory
 (pages write pictures). Fragments that cannot run alone are fenced ```py.
@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = sorted(p for p in DOCS.glob("*.md") if "```python" in p.read_text(encoding="utf-8"))
+README = DOCS.parent / "README.md"  # a new user's first page: its code runs too
+PAGES = sorted(
+    p for p in [*DOCS.glob("*.md"), README] if "```python" in p.read_text(encoding="utf-8")
+)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -32,6 +35,15 @@ def test_the_code_on_the_page_runs(page: Path, tmp_path: Path, monkeypatch) -> N
     for i, block in enumerate(blocks):
         with contextlib.redirect_stdout(io.StringIO()):
             exec(compile(block, f"{page.name}, block {i + 1}", "exec"), namespace)
+    # a picture the page shows and its code draws is the one the code draws today
+    shown = set(re.findall(r"\]\(img/([\w.]+\.svg)\)", page.read_text(encoding="utf-8")))
+    for drawn in sorted(tmp_path.glob("*.svg")):
+        if drawn.name in shown:
+            committed = (DOCS / "img" / drawn.name).read_text("utf-8")
+            assert svg_texts(drawn.read_text("utf-8")) == svg_texts(committed), (
+                f"{page.name}: img/{drawn.name} shows other labels or numbers than the "
+                "page's code draws; make the page's code and docs/img/make_pictures.py agree"
+            )
 
 
 # ---- printed output on the pages is the code's output -----------------------------------
