@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad as tape_grad
-from .errors import TraceError, code_location, describe, where_recorded
+from .errors import TraceError, code_location, describe, from_command_line, where_recorded
 from .function import Function, Op, apply
 from .ops import TENSOR_BOUND
 from .record import enable_grad, user_code
@@ -935,9 +935,11 @@ class _Writer:
         for helper in _HELPER_CALL.findall(line):
             self.helpers[helper] = None
         if node.index <= self.forward_end:
-            where = where_recorded(node)
-            path, _, lineno = where.rpartition(":")
-            comment = f"{node.op}  {os.path.basename(path)}:{lineno}"
+            path, _, lineno = where_recorded(node).rpartition(":")
+            place = (
+                "<expression>" if from_command_line(path) else f"{os.path.basename(path)}:{lineno}"
+            )
+            comment = f"{node.op}  {place}"
         else:
             fwd = self.grad_of.get(node, (None,))[0]
             comment = node.op if fwd is None else f"{node.op}  (gradient of {self.describe(fwd)})"
@@ -1509,6 +1511,11 @@ class Compiled:
 
     def source(self, *args: Any) -> str:
         """The generated source for calls with these arguments' shapes and dtypes."""
+        if not args:
+            raise TypeError(
+                "source() takes the arguments of a call, e.g. step.source(X, W): their "
+                "shapes and dtypes choose which trace to show (each one gets its own code)"
+            )
         return self._entry(args).source
 
 

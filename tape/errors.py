@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,6 +135,18 @@ def add_note(error: BaseException, note: str) -> None:
 def where_recorded(node: object) -> str:
     """The ``file:line`` of user code that recorded ``node``, for error messages."""
     return code_location(node.where)  # type: ignore[attr-defined]
+
+
+def from_command_line(path: str) -> bool:
+    """Whether code at ``path`` is the ``tape`` command running an expression: an installed
+    console script (``.venv/bin/tape``) or ``python -m tape`` (runpy's frozen frames)."""
+    if path.startswith("<frozen"):
+        return True
+    try:
+        scripts = Path(sysconfig.get_path("scripts")).resolve()
+        return Path(path).resolve().parent == scripts
+    except (OSError, TypeError, KeyError):
+        return False
 
 
 def code_location(where: tuple) -> str:

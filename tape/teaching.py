@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import sysconfig
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import FLOW_LIMIT, Observer, key_of, make_pullback, observe, run, seed, tensor_of
-from .errors import describe, where_recorded
+from .errors import describe, from_command_line, where_recorded
 from .record import GradMode, Node, reachable
 from .tensors import Tensor
 from .viz import build_dot, format_array, label_key, pipe, summed_axes, to_networkx
@@ -398,7 +397,7 @@ def user_line(node: Node) -> str:
     cell = _notebook_cell(path)
     if cell is not None:
         return f"cell {cell}, line {line}"
-    if path.startswith("<frozen") or _is_launcher(path):
+    if from_command_line(path):
         return "the expression given to the tape command"
     if path.startswith("<"):
         return where
@@ -419,15 +418,6 @@ def _notebook_cell(path: str) -> str | None:
     except Exception:  # an IPython whose compiler keeps its names differently
         return None
     return found[1] if found else None
-
-
-def _is_launcher(path: str) -> bool:
-    """An installed console script (``.venv/bin/tape``): the op came from the command line."""
-    try:
-        scripts = Path(sysconfig.get_path("scripts")).resolve()
-        return Path(path).resolve().parent == scripts
-    except (OSError, TypeError, KeyError):
-        return False
 
 
 # Each op's VJP as a person writes it, per input: ``{0}``, ``{1}`` are the inputs' symbols,

@@ -407,6 +407,26 @@ def test_python_dash_m_tape(tmp_path):
         check=False,
     )
     assert bad.returncode == 2 and "unknown function" in bad.stderr
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tape",
+            "code",
+            "relu(x @ w).mean()",
+            "--var",
+            "x=2,3",
+            "--var",
+            "w=3,2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    # the generated lines say where each op came from: the expression, not runpy's frames
+    assert code.returncode == 0, code.stderr
+    assert "# matmul  <expression>" in code.stdout and "frozen" not in code.stdout
 
 
 # ---- every bad input is exit 2, one line, nothing written, in a child with capped memory --------

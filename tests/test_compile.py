@@ -436,6 +436,13 @@ def test_a_traceback_inside_generated_code_shows_the_line() -> None:
     assert "<tape.compile:" in text and "np.log(x)" in text
 
 
+def test_source_without_arguments_says_it_needs_a_call_s_arguments() -> None:
+    step = tape.compile(lambda x: (x * x).sum())
+    with pytest.raises(TypeError, match=r"step.source\(X, W\).*shapes and dtypes"):
+        step.source()
+    assert "def " in step.source(np.ones(3)) and step.traces == 1
+
+
 def test_an_op_without_a_code_form_is_refused_naming_it():
     from tape.function import Op, apply
 
