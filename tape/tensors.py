@@ -79,7 +79,9 @@ class Tensor:
             warnings.warn(
                 f"the .grad of a non-leaf tensor ({label(self)}) is not kept; "
                 "call .retain_grad() on it before backward, or read the gradient "
-                "with tape.grad(loss, [t])",
+                "with tape.grad(loss, [t]); if it was a parameter, an update "
+                "`w = w - lr * w.grad` made it an op's result: update in place with "
+                "`w -= lr * w.grad` inside `with tape.no_grad():`",
                 UserWarning,
                 stacklevel=2,
             )

@@ -192,6 +192,8 @@ def test_reading_grad_of_a_non_leaf_warns_and_gives_none():
     with pytest.warns(UserWarning, match=r"non-leaf.*retain_grad\(\)") as caught:
         assert y.grad is None
     assert caught[0].filename == __file__  # the warning points at the user's line
+    # a PyTorch-style `w = w - lr * w.grad` makes w a non-leaf: the warning names the fix
+    assert "w -= lr * w.grad" in str(caught[0].message) and "no_grad" in str(caught[0].message)
 
 
 def test_no_warning_for_leaves_or_retained_non_leaves():
