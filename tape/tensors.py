@@ -286,7 +286,12 @@ class Tensor:
                 )
             return _run_on_data(f"np.{ufunc.__name__}", ufunc, ufunc, inputs, kwargs)
         return _run_on_data(
-            f"np.{ufunc.__name__}.{method}", None, getattr(ufunc, method), inputs, kwargs
+            f"np.{ufunc.__name__}.{method}",
+            None,
+            getattr(ufunc, method),
+            inputs,
+            kwargs,
+            writes_first=method == "at",  # np.add.at(w, i, 1) adds into w itself
         )
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
@@ -295,7 +300,7 @@ class Tensor:
             return op(*args, **kwargs)
         where = getattr(func, "__module__", "numpy") or "numpy"
         name = f"{where.replace('numpy', 'np', 1)}.{func.__name__}"
-        return _run_on_data(name, func, func, args, kwargs)
+        return _run_on_data(name, func, func, args, kwargs, writes_first=func in WRITES_FIRST)
 
     # ---- Jupyter ---------------------------------------------------------------------
     def _repr_html_(self) -> str:
@@ -367,10 +372,19 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
+# NumPy functions that write into their first argument
+WRITES_FIRST = frozenset(
+    [np.copyto, np.put, np.putmask, np.place, np.fill_diagonal, np.put_along_axis]
+)
+
+
+def _run_on_data(
+    what: str, key: Any, fn: Any, args: Any, kwargs: dict, writes_first: bool = False
+) -> Any:
     """Run a NumPy function tape has no rule for, only when no gradient is lost.
 
-    A Tensor written through ``out=`` or as ``np.copyto``'s destination is
+    A Tensor written through ``out=``, or as the first argument of a function
+    that writes into it (``np.copyto``, ``np.put``, ``np.add.at``, ...), is
     marked changed, so backward refuses a VJP that would read its old value.
     """
     lost = state.grad_enabled and (
@@ -390,7 +404,7 @@ def _run_on_data(what: str, key: Any, fn: Any, args: Any, kwargs: dict) -> Any:
     result = fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
     written = kwargs.get("out", ())
     written = written if isinstance(written, tuple) else (written,)
-    if key is np.copyto and args:
+    if writes_first and args:
         written = (*written, args[0])
     for t in written:
         if isinstance(t, Tensor):

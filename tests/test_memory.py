@@ -172,6 +172,14 @@ ROUTES = {
     "NumPy out=": lambda w: np.add(w, 1.0, out=w),
     "np.copyto": lambda w: np.copyto(w, np.zeros(4)),
     "item assignment": lambda w: w.__setitem__(0, 5.0),
+    # NumPy functions and ufunc methods that write into their first argument
+    "np.put": lambda w: np.put(w, [0], [9.0]),
+    "np.putmask": lambda w: np.putmask(w, np.array([True, False, True, False]), 9.0),
+    "np.place": lambda w: np.place(w, np.array([True, False, True, False]), [9.0]),
+    "np.fill_diagonal": lambda w: np.fill_diagonal(w.reshape(2, 2), 9.0),
+    "np.put_along_axis": lambda w: np.put_along_axis(w, np.array([0]), 9.0, axis=0),
+    "np.add.at": lambda w: np.add.at(w, [0, 0], 1.0),
+    "np.put on detach()": lambda w: np.put(w.detach(), [3], [9.0]),
 }
 
 
