@@ -107,6 +107,17 @@ def test_gradients_up_to_max_values_are_shown_in_full(size, full):
     assert shown in wide
 
 
+def test_a_large_gradient_a_released_pass_kept_only_the_shape_of_says_so():
+    # a released pass keeps gradients over FLOW_LIMIT entries as their shape, (40, 40),
+    # which once read "+= [40, 40]": a two-entry gradient that never flowed
+    x = tape.tensor(np.linspace(-1, 1, 1600).reshape(40, 40), requires_grad=True, name="x")
+    y = (x.tanh() * 2).sum()
+    y.backward()
+    text = " ".join(labels(tape.to_dot(y)))
+    assert "+= 40×40, values not kept" in text and "+= [40, 40]" not in text
+    assert "40×40 in [" in text  # x's .grad itself is an array: its range is shown
+
+
 def test_cross_entropy_gradient_can_be_read_off_the_edge():
     """dlogits = (p − onehot)/N, written out for a small batch."""
     logits = tape.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True, name="logits")
