@@ -772,6 +772,11 @@ def register_hook(self: Tensor, fn: Callable[[Any], Any]) -> _Handle:
         raise RuntimeError(
             f"register_hook: {label(self)} does not require grad, so no gradient reaches it"
         )
+    if not callable(fn):
+        raise TypeError(
+            f"register_hook: a hook is a function of the gradient, got {type(fn).__name__}; "
+            "pass e.g. lambda g: g * 2 (return None to keep g)"
+        )
     hooks = WATCHED.watch(self).hooks
     key = next(_HOOK_KEYS)  # never reused, so a stale handle cannot remove a newer hook
     hooks[key] = fn

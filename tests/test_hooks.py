@@ -159,6 +159,16 @@ def test_a_hook_needs_a_tensor_that_requires_grad():
         tape.tensor([1.0]).register_hook(lambda g: g)
 
 
+def test_a_hook_must_be_callable_and_is_refused_at_registration():
+    # a non-callable once failed only at backward, with Python's bare "'int' object is not
+    # callable"
+    x = tape.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(TypeError, match=r"register_hook: .* got int; pass e\.g\. lambda g"):
+        x.register_hook(5)
+    (x * 2).sum().backward()  # nothing was registered
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+
+
 # ---- retain_grad and the non-leaf warning ----------------------------------------------------
 
 
