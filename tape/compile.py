@@ -44,6 +44,7 @@ import linecache
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -1489,21 +1490,25 @@ class Compiled:
         self.argnums = argnums
         self.traces = 0
         self._cache: dict[tuple, _Entry] = {}
+        self._tracing = threading.RLock()  # threads calling it first at once: one traces
         functools.update_wrapper(self, f)
 
     def _entry(self, args: Sequence[Any]) -> _Entry:
         positions, several = _argnums(self.argnums, len(args))
         key = (len(args), _cache_key(args, positions))
         entry = self._cache.get(key)
-        if entry is None:
-            names = _arg_names(self.f, len(args))
-            fname = _identifier(getattr(self.f, "__name__", "f").replace("<lambda>", "f"))
-            source, live, functions, arrays, _ = _trace(
-                self.f, args, names, positions, several, fname
-            )
-            fn = _load(source, f"{fname}_value_and_grad", functions)
-            entry = self._cache[key] = _Entry(fn, arrays, live, source, several)
-            self.traces += 1
+        if entry is not None:
+            return entry
+        with self._tracing:
+            return self._cache.get(key) or self._trace(key, args, positions, several)
+
+    def _trace(self, key: tuple, args: Sequence[Any], positions: tuple, several: bool) -> _Entry:
+        names = _arg_names(self.f, len(args))
+        fname = _identifier(getattr(self.f, "__name__", "f").replace("<lambda>", "f"))
+        source, live, functions, arrays, _ = _trace(self.f, args, names, positions, several, fname)
+        fn = _load(source, f"{fname}_value_and_grad", functions)
+        entry = self._cache[key] = _Entry(fn, arrays, live, source, several)
+        self.traces += 1
         return entry
 
     def __call__(self, *args: Any) -> tuple[Any, Any]:

@@ -319,6 +319,28 @@ def test_traces_once_per_shapes_and_dtypes() -> None:
     assert step.traces == 3
 
 
+def test_threads_calling_it_first_at_once_trace_once() -> None:
+    import threading
+
+    step = tape.compile(lambda x: (x.tanh() * x).sum())
+    x = np.linspace(-1.0, 1.0, 6)
+    start, results = threading.Barrier(8), []
+
+    def call() -> None:
+        start.wait()  # all eight make the first call together
+        results.append(step(x))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert step.traces == 1 and len(results) == 8
+    for value, grad in results:
+        assert_same((value, grad), tape.func.value_and_grad(lambda x: (x.tanh() * x).sum())(x),
+                    np.float64)  # fmt: skip
+
+
 def test_python_scalars_are_fixed_per_trace() -> None:
     step = tape.compile(lambda x, k: (x**k).sum())
     x = np.array([1.0, 2.0])
