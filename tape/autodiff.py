@@ -478,7 +478,7 @@ def _small(value: Any) -> Any:
     return data if data.size <= FLOW_LIMIT else tuple(data.shape)
 
 
-def keep_flows(ran: list, steps: list) -> None:
+def keep_flows(ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None:
     """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
 
     ``node.sent`` is ``(g, {position: (part, raw_shape)})``. Only the latest
@@ -486,7 +486,8 @@ def keep_flows(ran: list, steps: list) -> None:
     pass it shows), only for a pass over at most ``FLOW_RECORDS`` records, and
     each gradient as an array while it has at most ``FLOW_LIMIT`` entries (its
     shape otherwise): what a diagram shows costs no memory worth naming, and a
-    loop that keeps its losses keeps no flows.
+    loop that keeps its losses keeps no flows. A diagram's own pass asks for
+    every record's flows (``limit=None``).
     """
     for node in state.flowed:  # the previous pass's: let them go
         notes = node.notes
@@ -495,7 +496,7 @@ def keep_flows(ran: list, steps: list) -> None:
             if not notes:
                 node.notes = None
     state.flowed = []
-    if len(ran) > FLOW_RECORDS:
+    if limit is not None and len(ran) > limit:
         return
     ndarray = np.ndarray
     for node, g, sent in steps:
@@ -511,6 +512,25 @@ def keep_flows(ran: list, steps: list) -> None:
         else:
             node.notes["sent"] = (small, parts)
     state.flowed = ran
+
+
+class Flows(Observer):
+    """Gathers what every record received and sent in a pass, for ``keep_flows``.
+
+    The walk itself keeps only the first ``FLOW_RECORDS`` records' flows; a
+    diagram's own pass watches with this to label every edge of a larger graph.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Node, Any, list]] = []
+
+    def total(self, key: Any, g: Any) -> Any:
+        if key.__class__ is Node:  # its pullback runs next, then ``sent`` reports its parts
+            self.steps.append((key, g, []))
+        return g
+
+    def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        self.steps[-1][2].append((key, part, position, raw))
 
 
 def _observers(graph: bool, retain: bool, extra: Sequence[Observer] = ()) -> list[Observer]:

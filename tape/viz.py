@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autodiff import keep_flows, make_pullback, retains_grad, run
+from .autodiff import Flows, keep_flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
 from .record import INDEX, GradMode, Node, get_tape, reachable
 from .tensors import Standin, Tensor
@@ -224,10 +224,24 @@ def trace_flow(outputs: Sequence[Tensor]) -> None:
     outs = [t for t in outputs if t.requires_grad and t.node is not None]
     outs = [t for t in outs if t.node.released is None]  # a released graph shows what it kept
     if outs:
+        flows = Flows()  # every record's, however many: this pass is the diagram's
         with GradMode(False):
             seeds = [np.ones(t.shape, t.dtype) for t in outs]
-            _, ran, steps = run(outs, seeds, make_pullback(False), [])
-        keep_flows(ran, steps)
+            _, ran, _ = run(outs, seeds, make_pullback(False), [flows])
+        keep_flows(ran, flows.steps, limit=None)
+
+
+def _flows_missing(outs: list[Tensor], records: list[Node]) -> bool:
+    """A backward pass ran, but kept no flows for these records (it walked more than
+    ``FLOW_RECORDS``, or started elsewhere) while they can still be walked from one-element
+    outputs, whose seed (ones) is the one that pass used."""
+    if not records or any(t.size != 1 for t in outs):
+        return False
+    waiting = [r for r in records if r.released is None and r.sent is None]
+    if not waiting:
+        return False
+    leaves = (p for r in records for p in r.parents if isinstance(p, Tensor) and p.is_leaf)
+    return any(p.requires_grad and p.grad is not None for p in leaves)
 
 
 _MISSING = object()
@@ -317,9 +331,9 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
     import networkx as nx
 
     outs = _as_outputs(outputs, "to_networkx")
-    if flow:
-        trace_flow(outs)
     records = reachable([t.node for t in outs])  # the one traversal: iterative, oldest first
+    if flow or (flow is None and _flows_missing(outs, records)):
+        trace_flow(outs)
 
     graph = nx.MultiDiGraph()
     where: dict[tuple, str] = {}  # "file:line" per (code, offset): a loop records one line often

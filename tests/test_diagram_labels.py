@@ -118,6 +118,22 @@ def test_a_large_gradient_a_released_pass_kept_only_the_shape_of_says_so():
     assert "40×40 in [" in text  # x's .grad itself is an array: its range is shown
 
 
+def test_a_retained_graph_larger_than_a_kept_pass_still_labels_every_edge():
+    # a pass keeps flows for at most FLOW_RECORDS records; a retained graph can still be
+    # walked, so its diagram walks it (seeded with ones, as the one-element loss's pass was)
+    n = tape.autodiff.FLOW_RECORDS + 1
+    x = tape.tensor([1.0], requires_grad=True, name="x")
+    h = x
+    for _ in range(n):
+        h = h * 2.0
+    h.backward(retain_graph=True)
+    assert all(node.sent is None for node in tape.record.reachable([h.node]))
+    text = " ".join(labels(tape.to_dot(h)))
+    assert text.count("+=") == n  # one contribution per mul, into its input
+    assert f"+= {tape.viz.format_array(np.array([2.0**n]))}" in text  # what reached x: 2ⁿ
+    np.testing.assert_array_equal(x.grad, [2.0**n])  # the diagram's pass touched no .grad
+
+
 def test_cross_entropy_gradient_can_be_read_off_the_edge():
     """dlogits = (p − onehot)/N, written out for a small batch."""
     logits = tape.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True, name="logits")
