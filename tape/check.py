@@ -42,11 +42,13 @@ def gradcheck(
     shape, both sides differentiate ``<v, fn(*inputs)>`` for a fixed random
     ``v``, which compares every entry of the Jacobian along ``v``: numerically
     ``(f(x + eps) - f(x - eps)) / (2 eps)`` entry by entry, analytically one
-    backward pass. Returns ``True``, or raises ``GradcheckError`` naming, for
-    every input that fails, the index and both values of its worst entry, and
-    in words the mistake when it is a recognisable one (transposed, scaled by
-    a constant such as ``1/N``, off in sign, a custom ``Function``'s gradient
-    missing its sum over the batch). The error carries ``.analytic`` and
+    backward pass. At a kink (relu at 0), where no derivative exists, an entry
+    that matches either one-sided slope passes (``check.at_a_kink``). Returns
+    ``True``, or raises ``GradcheckError`` naming, for every input that fails,
+    the index and both values of its worst entry, and in words the mistake
+    when it is a recognisable one (transposed, scaled by a constant such as
+    ``1/N``, off in sign, a custom ``Function``'s gradient missing its sum
+    over the batch). The error carries ``.analytic`` and
     ``.numeric``, one array per input (``None`` for inputs not checked).
 
     >>> x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
@@ -94,20 +96,24 @@ def gradcheck(
 
     rows: list[dict] = list(shapes)
     numerics = []
+    base: float | None = None  # <v, fn(x)>, for one-sided slopes at a kink
     for i, a in zip(wrt, analytic):
         data = xs[i].data
-        numeric = np.empty(data.shape)
+        up, down = np.empty(data.shape), np.empty(data.shape)
         for idx in np.ndindex(data.shape):
             saved = data[idx]
             data[idx] = saved + eps
-            up = projected()
+            up[idx] = projected()
             data[idx] = saved - eps
-            down = projected()
+            down[idx] = projected()
             data[idx] = saved
-            numeric[idx] = (up - down) / (2 * eps)
+        numeric = (up - down) / (2 * eps)
         numerics.append(numeric)
         excess = np.abs(a - numeric) - (atol + rtol * np.abs(numeric))
         excess = np.where(np.isnan(excess), np.inf, excess)
+        if excess.size and excess.max() > 0:
+            base = projected() if base is None else base
+            excess[at_a_kink(a, up, down, base, eps, atol, rtol)] = -np.inf
         if excess.size and excess.max() > 0:
             worst = np.unravel_index(np.argmax(excess), excess.shape)
             rows.append(
@@ -443,7 +449,9 @@ class RecordCheck:
     inputs, ``ok`` whether every entry was within ``atol + rtol·|numeric|``.
     For a wrong record, ``input`` (its argument position), ``label``,
     ``entry`` (the worst index), ``analytic``, ``numeric`` and ``diagnosis``
-    describe the worst entry of the first input that fails.
+    describe the worst entry of the first input that fails. ``kinks`` counts
+    entries at a kink of the forward (relu at 0), right because they match a
+    one-sided slope (see ``at_a_kink``).
     """
 
     __slots__ = (
@@ -459,6 +467,7 @@ class RecordCheck:
         "numeric",
         "diagnosis",
         "checked",
+        "kinks",
     )
 
     def __init__(self, op: str, index: int, where: str) -> None:
@@ -471,6 +480,12 @@ class RecordCheck:
         self.analytic = self.numeric = float("nan")
         self.diagnosis = ""
         self.checked = 0  # how many inputs had a gradient to check
+        self.kinks = 0  # entries at a kink, right because they match a one-sided slope
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"ok at a kink"`` (an entry matched a one-sided slope) or ``"WRONG"``."""
+        return "WRONG" if not self.ok else "ok at a kink" if self.kinks else "ok"
 
     @property
     def problem(self) -> str:
@@ -493,7 +508,7 @@ class RecordCheck:
         return text + (f"; {self.diagnosis}" if self.diagnosis else "")
 
     def __repr__(self) -> str:
-        state = "ok" if self.ok else "WRONG"
+        state = self.status
         return (
             f"<RecordCheck {self.op}#{self.index} at {self.where}: {state}, error {self.error:.3g}>"
         )
@@ -537,10 +552,7 @@ class GraphCheck(Sequence):
 
     def __str__(self) -> str:
         header = ("#", "op", "recorded at", "worst error", "")
-        rows = [
-            (str(r.index), r.op, r.where, f"{r.error:.3g}", "ok" if r.ok else "WRONG")
-            for r in self.rows
-        ]
+        rows = [(str(r.index), r.op, r.where, f"{r.error:.3g}", r.status) for r in self.rows]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = [
             "  ".join(
@@ -566,7 +578,7 @@ class GraphCheck(Sequence):
                 f"<code>{_html(r.op)}</code>",
                 f"<code>{_html(r.where)}</code>",
                 f"{r.error:.3g}",
-                "ok" if r.ok else "<b>WRONG</b>",
+                r.status if r.ok else "<b>WRONG</b>",
                 "" if r.ok else _html(r.problem.split(": ", 1)[-1]),
             )
             body.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -586,7 +598,8 @@ def check_graph(
     recomputed oldest first from the leaves and constants; then, at the values
     each record saw, its VJP applied to a fixed random ``v`` is compared with
     central differences of ``<v, forward(inputs)>``, input by input, in
-    float64. Custom ``Function`` records are checked the same way. The graph
+    float64; at a kink (relu at 0) either one-sided slope is right. Custom
+    ``Function`` records are checked the same way. The graph
     must not have been released (build it again, or ``backward(retain_graph=True)``).
 
     Returns a ``GraphCheck``: one row per record (op, line, worst error),
@@ -700,11 +713,16 @@ def _check_record(
                     row.analytic, row.numeric = along, numeric_along
                     row.diagnosis = "compared along a random direction (too many entries to list)"
                 continue
-        numeric = _numeric(node, arrays, position, v, eps)
+        up, down = _numeric(node, arrays, position, v, eps)
+        numeric = (up - down) / (2 * eps)
         diff = np.abs(analytic - numeric)
         diff = np.where(np.isnan(diff), np.inf, diff)
+        excess = np.asarray(diff - (atol + rtol * np.abs(numeric)))  # 0-d stays an array
+        if excess.size and excess.max() > 0:
+            kinks = at_a_kink(analytic, up, down, float(np.sum(v * out)), eps, atol, rtol)
+            row.kinks += int(kinks.sum())
+            excess[kinks], diff[kinks] = -np.inf, 0.0
         row.error = max(row.error, float(diff.max(initial=0.0)))
-        excess = diff - (atol + rtol * np.abs(numeric))
         if excess.size and excess.max() > 0 and row.ok:
             worst = np.unravel_index(np.argmax(excess), excess.shape)
             row.ok, row.input, row.label = False, position, label
@@ -731,21 +749,48 @@ def _along(
     return (up - down) / (2 * eps)
 
 
-def _numeric(node: Any, arrays: list, position: int, v: np.ndarray, eps: float) -> np.ndarray:
-    """Central differences of ``<v, forward(...)>`` in input ``position``, in float64."""
+def _numeric(node: Any, arrays: list, position: int, v: np.ndarray, eps: float) -> tuple:
+    """``<v, forward(...)>`` with each entry of input ``position`` moved by ``+eps`` and by
+    ``-eps``, in float64: their difference over ``2 eps`` is the central difference."""
     args = list(arrays)
     x = np.array(arrays[position], dtype=np.float64)
     args[position] = x
-    numeric = np.empty(x.shape)
+    up, down = np.empty(x.shape), np.empty(x.shape)
     for idx in np.ndindex(x.shape):
         saved = x[idx]
         x[idx] = saved + eps
-        up = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
+        up[idx] = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
         x[idx] = saved - eps
-        down = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
+        down[idx] = float(np.sum(v * np.asarray(_forward(node, args), dtype=np.float64)))
         x[idx] = saved
-        numeric[idx] = (up - down) / (2 * eps)
-    return numeric
+    return up, down
+
+
+def at_a_kink(
+    analytic: np.ndarray,
+    up: np.ndarray,
+    down: np.ndarray,
+    base: float,
+    eps: float,
+    atol: float,
+    rtol: float,
+) -> np.ndarray:
+    """Entries where the function has a kink and the gradient is one of its one-sided slopes.
+
+    At a kink (relu or abs at 0, a clamp bound, a max tie) no derivative exists:
+    the slope from the left differs from the slope from the right, and the
+    central difference is their average. A VJP there picks a side by
+    convention (``relu'(0) = 0`` is the left slope, as in PyTorch), so an
+    entry is right when it matches either side. Where the two sides agree the
+    function is smooth and only the central difference counts.
+    """
+
+    def matches(numeric: np.ndarray) -> np.ndarray:
+        return np.abs(analytic - numeric) <= atol + rtol * np.abs(numeric)
+
+    left, right = (base - down) / eps, (up - base) / eps
+    sides_differ = np.abs(left - right) > 2 * (atol + rtol * np.abs(left))
+    return sides_differ & (matches(left) | matches(right))
 
 
 def _argument_label(t: Any, x: np.ndarray) -> str:

@@ -216,3 +216,50 @@ def test_a_wrong_scalar_input_names_its_entry():
     x = tape.tensor(1.5, requires_grad=True, name="t")
     report = tape.check_graph(Cube.apply(x))
     assert report.wrong[0].entry == () and "at index ()" in str(report).replace("\n  ", " ")
+
+
+# ---- kinks: no derivative, a one-sided slope by convention ------------------------------
+
+
+KINKS = {  # each at an input where the forward has a kink, and the engine's VJP
+    "relu at 0": (lambda t: t.relu(), [0.0, 1.0]),
+    "abs at 0": (lambda t: t.abs(), [0.0, -2.0]),
+    "clamp at its bounds": (lambda t: t.clamp(0.5, 1.0), [0.5, 1.0]),
+    "max with a tie": (lambda t: t.max(), [2.0, 2.0]),
+}
+
+
+@pytest.mark.parametrize("case", KINKS)
+def test_a_vjp_at_a_kink_is_right_when_it_is_a_one_sided_slope(case):
+    # relu'(0) = 0 is the slope from the left: the central difference, 1/2, is neither side
+    fn, values = KINKS[case]
+    x = tape.tensor(values, requires_grad=True)
+    report = tape.check_graph((fn(x) * np.array([1.0, 3.0])[: fn(x).size]).sum())
+    assert report, str(report)
+    assert tape.gradcheck(lambda t: (fn(t) * np.array([1.0, 3.0])[: fn(t).size]).sum(), [x])
+
+
+def test_a_wrong_vjp_at_a_kink_is_still_wrong():
+    class TripledRelu(tape.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return np.maximum(x, 0)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved
+            return (3 * g * (x >= 0),)  # 3 on the right of the kink: matches neither side
+
+    x = tape.tensor([0.0, 1.0], requires_grad=True)
+    report = tape.check_graph(TripledRelu.apply(x).sum())
+    assert not report and report.wrong[0].entry == (0,)
+    with pytest.raises(tape.GradcheckError):
+        tape.gradcheck(lambda t: TripledRelu.apply(t).sum(), [x])
+
+
+def test_the_report_says_which_records_passed_at_a_kink():
+    x = tape.tensor([0.0, 1.0], requires_grad=True)
+    report = tape.check_graph(x.relu().sum())
+    assert [r.status for r in report] == ["ok at a kink", "ok"]
+    assert "ok at a kink" in str(report)
