@@ -141,7 +141,20 @@ WATCHED = Watched()
 _LAYOUTS: dict[tuple, tuple] = {}
 
 
-def _shared(layout: tuple) -> tuple:
+def _new_layout(op: Any, layout: tuple) -> tuple:
+    """A ``(shape, dtype)`` pair no record had yet: checked once, then shared by all that do.
+
+    A recorded output requires grad, so it must hold real numbers: ``x * 1j``
+    would otherwise fail only at backward, naming a VJP. (Booleans and integers
+    are recorded: a comparison in a VJP traced by ``tape.compile``.)
+    """
+    shape, dtype = layout
+    if dtype.kind not in "fbiu":
+        raise TypeError(
+            f"{op.name}: its result would be {dtype}[{', '.join(map(str, shape))}] and require "
+            "grad, but tape differentiates real numbers only; compute it from x.detach() "
+            "(or under tape.no_grad()) if no gradient should flow through it"
+        )
     if len(_LAYOUTS) > 10_000:  # a program of ever-new shapes: start over
         _LAYOUTS.clear()
     return _LAYOUTS.setdefault(layout, layout)
@@ -182,7 +195,7 @@ class Node:
         data = output.data
         # (shape, dtype), known after the output is freed: one tuple per distinct pair
         layout = (data.shape, data.dtype)
-        self.layout = _LAYOUTS.get(layout) or _shared(layout)
+        self.layout = _LAYOUTS.get(layout) or _new_layout(op, layout)
         self._output = ref = _weak(output)  # the output owns its node, not the reverse
         # Where the user asked for the op, inlined from user_code() because every
         # record pays for it: frame 3 skips this, apply and the op's public function.

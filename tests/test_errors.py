@@ -297,6 +297,17 @@ def test_writing_a_tensor_that_requires_grad_into_another(graph):
     assert np.array_equal(c.data, np.concatenate([x.data[:2] * 2, x.data[2:]]))
 
 
+def test_a_complex_result_that_would_require_grad_is_refused_at_the_op(graph):
+    # tape differentiates real numbers only: refused where it is made, not at backward
+    x, w, hidden, loss = graph
+    message = raises_unchanged(TypeError, lambda: x * 1j, x, w, hidden, loss)
+    assert message.startswith("mul: its result would be complex128[4, 3]")
+    assert "x.detach()" in message
+    assert (x.detach() * 1j).data.dtype == np.complex128  # nothing to differentiate: fine
+    with tape.no_grad():
+        assert (x * 1j).data.dtype == np.complex128
+
+
 def test_a_list_operand_holding_a_tensor_that_requires_grad(graph):
     # a list is read as a constant array, which would silently drop the gradient
     x, w, hidden, loss = graph
