@@ -51,7 +51,14 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad as tape_grad
-from .errors import TraceError, code_location, describe, from_command_line, where_recorded
+from .errors import (
+    TraceError,
+    code_location,
+    describe,
+    from_command_line,
+    label,
+    where_recorded,
+)
 from .function import Function, Op, apply
 from .ops import TENSOR_BOUND
 from .record import enable_grad, user_code
@@ -1570,6 +1577,12 @@ def code(output: Tensor, inputs: Tensor | Sequence[Tensor] | None = None) -> str
         if inputs is None
         else ([inputs] if isinstance(inputs, Tensor) else list(inputs))
     )
+    for i, w in enumerate(wrt):  # as tape.grad: an input the output does not depend on is a slip
+        if w.node is None and not any(w is t for t in leaves):
+            raise ValueError(
+                f"tape.code: input {i} ({label(w)}) does not reach the output, so it would be "
+                "no argument of value_and_grad and its gradient all zeros; leave it out"
+            )
     params = [t for t in leaves if t.requires_grad or t.name or any(t is w for w in wrt)]
     names: list[str] = []
     for i, t in enumerate(params):

@@ -189,6 +189,9 @@ def test_code_of_a_recorded_graph() -> None:
         assert line in source, source
     only_w = tape.code(net["loss"], inputs=[net["W"]])
     assert "dW = X.T @ dz" in only_w and "dX" not in only_w and "db" not in only_w
+    stray = tape.tensor(np.ones(2), requires_grad=True, name="U")  # as tape.grad: a slip
+    with pytest.raises(ValueError, match=r"input 0 \('U' float64\[2\]\) does not reach"):
+        tape.code(net["loss"], inputs=[stray])
     net["loss"].backward()  # releases the graph
     with pytest.raises(RuntimeError, match="released"):
         tape.code(net["loss"])
