@@ -188,11 +188,27 @@ class Steps(Sequence, Observer):
         """One entry per backward pass: its outputs (as walk keys) and seeds."""
         self._labels: dict[Any, str] = {}
         self._totals: dict[Any, np.ndarray] = {}
+        self._pending: list[tuple[Tensor, np.ndarray, Any]] = []  # leaves' totals, uncommitted
+        self.commits: list[tuple[int, Tensor, Any, np.ndarray, np.ndarray]] = []
+        """Per ``backward()``: ``(pass, leaf, .grad before, the pass's total, .grad after)``."""
 
     # ---- the observer interface the walk calls ------------------------------------------
     def begin(self, roots: Sequence[Any], seeds: Sequence[Any]) -> None:
         self.calls.append((list(roots), [_snapshot(s) for s in seeds]))
         self._totals = dict(zip(roots, self.calls[-1][1]))
+        self._pending = []
+
+    def total(self, key: Any, g: Any) -> Any:
+        if not isinstance(key, Node):  # a leaf's total: backward() adds it into .grad
+            self._pending.append((key, _snapshot(g), key.grad))
+        return g
+
+    def end(self) -> None:  # backward() committed: each leaf's .grad += this pass's total
+        for leaf, total, before in self._pending:
+            if leaf.grad is not before:  # a new array: backward wrote it (tape.grad writes none)
+                was = None if before is None else np.array(before)
+                self.commits.append((len(self.calls), leaf, was, total, np.array(leaf.grad)))
+        self._pending = []
 
     def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
         contribution = _snapshot(part)
@@ -289,6 +305,13 @@ class Steps(Sequence, Observer):
                 )
             if mine:
                 lines.append(f"  total in pass {call}: {format_array(mine[-1].grad_after)}")
+            for c, leaf, before, total, after in self.commits:
+                if c == call and leaf is tensor:
+                    was = "None" if before is None else format_array(before)
+                    lines.append(
+                        f"  .grad after pass {call}: {was} + {format_array(total)} "
+                        f"→ {format_array(after)}"
+                    )
         if tensor.node is None and tensor.requires_grad and len(self.calls) > 1:
             lines.append(
                 "Each pass starts from nothing; backward() then adds the pass's total into .grad."
@@ -303,7 +326,25 @@ class Steps(Sequence, Observer):
         header = ("step", "pass", "VJP of", "arg", "→ into", "contribution", "before", "after", "")
         rows = []
         seen: dict[tuple[int, Tensor], int] = {}
-        for s in self._steps:
+        commits = list(self.commits)
+        for s in [*self._steps, None]:  # None: after the last step, the last commits
+            while commits and (s is None or commits[0][0] < s.call):
+                call, leaf, before, total, after = commits.pop(0)
+                rows.append(
+                    (
+                        "",
+                        str(call),
+                        "backward()",
+                        "",
+                        f"→ {self.label(leaf)}.grad",
+                        format_array(total),
+                        "None" if before is None else format_array(before),
+                        format_array(after),
+                        "the pass's total into .grad" + ("" if before is None else " (+=)"),
+                    )
+                )
+            if s is None:
+                break
             key = (s.call, s.key)
             seen[key] = seen.get(key, 0) + 1
             notes = []

@@ -45,13 +45,32 @@ def test_table_shows_one_line_per_plus_equals():
         y.backward(np.ones(1))
     table = str(steps)
     lines = table.splitlines()
-    assert len(lines) == 1 + len(steps)
+    assert len(lines) == 1 + len(steps) + 1  # the header, each +=, and x.grad += the total
     assert lines[0].split()[:4] == ["step", "pass", "VJP", "of"]
+    assert lines[-1].split()[:5] == ["1", "backward()", "→", "x.grad", "[7]"]
     x_lines = [line for line in lines if "→ x " in line]
     assert len(x_lines) == 3
     assert "= (1st of 3)" in x_lines[0]
     assert "+= (2nd of 3)" in x_lines[1] and "[1]" in x_lines[1] and "[4]" in x_lines[1]
     assert "+= (3rd of 3)" in x_lines[2] and x_lines[2].rstrip().endswith("(3rd of 3)")
+
+
+def test_the_ledger_shows_each_pass_adding_its_total_into_grad():
+    # the += across backward calls: the second pass's total is added to what .grad held
+    w = tape.tensor([1.0, 2.0], requires_grad=True, name="w")
+    with tape.trace_backward() as steps:
+        (w * w).sum().backward()
+        (w * w).sum().backward()
+        tape.grad((w * w).sum(), [w])  # writes no .grad: no commit
+    assert [(c, leaf is w) for c, leaf, *_ in steps.commits] == [(1, True), (2, True)]
+    _, _, before, total, after = steps.commits[1]
+    np.testing.assert_array_equal(before, [2.0, 4.0])
+    np.testing.assert_array_equal(total, [2.0, 4.0])
+    np.testing.assert_array_equal(after, [4.0, 8.0])
+    commits = [line for line in str(steps).splitlines() if "w.grad" in line]
+    assert len(commits) == 2 and "[2, 4]        None    [2, 4]" in commits[0]
+    assert "[2, 4]  [4, 8]" in commits[1] and commits[1].endswith("into .grad (+=)")
+    assert ".grad after pass 2: [2, 4] + [2, 4] → [4, 8]" in steps.explain(w)
 
 
 def test_explain_says_where_a_gradient_came_from():
