@@ -1,9 +1,10 @@
 """MkDocs hook: link prose to the exact line of code that computes a formula.
 
-Pages write a link whose target is a file of the repository and whose title
-is a piece of that file's text::
+Pages write a link whose target is a file of the repository, relative to
+``docs/`` (so the link opens the file where the markdown is read as it is,
+on GitHub), and whose title is a piece of that file's text::
 
-    [dW = Xᵀ dZ](source:tape/ops.py "return x.swapaxes(-1, -2) @ g")
+    [dW = Xᵀ dZ](../tape/ops.py "return x.swapaxes(-1, -2) @ g")
 
 At build time the hook finds the one line containing that text, and points
 the link at that line of a generated, highlighted copy of the file
@@ -35,7 +36,7 @@ SOURCES = (
     "tape/optim.py",
     "tape/record.py",
 )
-LINK = re.compile(r"\]\(source:(?P<path>[\w./-]+)(?: \"(?P<text>[^\"]+)\")?\)")
+LINK = re.compile(r"\]\(\.\./(?P<path>tape/[\w./-]+)(?: \"(?P<text>[^\"]+)\")?\)")
 
 
 def _page(path: str) -> str:
@@ -68,7 +69,7 @@ def on_files(files: Files, config: Any) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
-    """Rewrite ``(source:PATH "TEXT")`` links into links to the line holding TEXT."""
+    """Rewrite ``(../PATH "TEXT")`` links into links to the line holding TEXT."""
     here = posixpath.dirname(page.file.src_uri)
 
     def rewrite(match: re.Match[str]) -> str:
