@@ -898,6 +898,7 @@ Tensor.__invert__ = lambda x: _no_gradient(np.invert, x)  # type: ignore[attr-de
 NONDIFF_FUNCTIONS.update(
     {
         np.sign, np.isfinite, np.isnan, np.isinf, np.floor, np.ceil, np.round, np.rint,
+        np.around, np.trunc, np.fix,
         np.shape, np.ndim, np.size, np.allclose, np.isclose, np.array_equal,
         np.argmax, np.argmin, np.argsort, np.count_nonzero, np.any, np.all,
         np.zeros_like, np.ones_like, np.empty_like, np.result_type, np.can_cast,

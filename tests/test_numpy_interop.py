@@ -236,6 +236,8 @@ def test_functions_without_a_gradient_are_allowed_on_requires_grad_tensors(fresh
     x = tape.tensor([0.5, -1.0, 2.0], requires_grad=True)
     assert int(np.asarray(np.argmax(x))) == 2
     np.testing.assert_array_equal(np.asarray(np.floor(x)), [0.0, -1.0, 2.0])
+    for rounding in (np.round, np.around, np.rint, np.trunc, np.fix, np.ceil):  # all alike
+        np.testing.assert_array_equal(np.asarray(rounding(x)), rounding(x.data))
     assert np.asarray(np.isfinite(x)).all()
     assert np.shape(x) == (3,)
     assert len(fresh_tape) == 0
