@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import runpy
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,15 @@ def where_recorded(node: object) -> str:
 
 def from_command_line(path: str) -> bool:
     """Whether code at ``path`` is the ``tape`` command running an expression: an installed
-    console script (``.venv/bin/tape``) or ``python -m tape`` (runpy's frozen frames)."""
+    console script (``.venv/bin/tape``) or ``python -m tape`` (runpy's frames: frozen from
+    Python 3.11, the standard library's ``runpy.py`` before)."""
     if path.startswith("<frozen"):
         return True
     try:
-        scripts = Path(sysconfig.get_path("scripts")).resolve()
-        return Path(path).resolve().parent == scripts
+        where = Path(path).resolve()
+        if where == Path(runpy.__file__).resolve():
+            return True
+        return where.parent == Path(sysconfig.get_path("scripts")).resolve()
     except (OSError, TypeError, KeyError):
         return False
 

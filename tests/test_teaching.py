@@ -340,6 +340,9 @@ def test_the_recorded_at_line_is_the_users():
     launcher = str(Path(sysconfig.get_path("scripts")) / "tape")
     assert _recorded_at(code, launcher) == "the expression given to the tape command"
     assert _recorded_at(code, "<frozen runpy>") == "the expression given to the tape command"
+    import runpy  # python -m tape on Python 3.10: runpy's frames are the library's file
+
+    assert _recorded_at(code, runpy.__file__) == "the expression given to the tape command"
 
 
 def test_a_notebook_cell_is_named_as_jupyter_names_it(monkeypatch):
