@@ -263,3 +263,17 @@ def test_the_report_says_which_records_passed_at_a_kink():
     report = tape.check_graph(x.relu().sum())
     assert [r.status for r in report] == ["ok at a kink", "ok"]
     assert "ok at a kink" in str(report)
+
+
+def test_a_float32_record_is_not_taken_for_a_kink():
+    # one-sided slopes from a float32 result against float64 moves would be rounding over
+    # eps: a smooth x*x would look kinked, and a wrong VJP near either "side" would pass
+    class ScaledSquare(Square):
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved
+            return (g * 2 * x * 1.3551,)  # 2x is right
+
+    x = tape.tensor([100.1], dtype=np.float32, requires_grad=True)
+    report = tape.check_graph(ScaledSquare.apply(x).sum())
+    assert not report and report.wrong[0].op == "ScaledSquare" and report[0].kinks == 0
