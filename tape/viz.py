@@ -231,17 +231,13 @@ def trace_flow(outputs: Sequence[Tensor]) -> None:
         keep_flows(ran, flows.steps, limit=None)
 
 
-def _flows_missing(outs: list[Tensor], records: list[Node]) -> bool:
-    """A backward pass ran, but kept no flows for these records (it walked more than
-    ``FLOW_RECORDS``, or started elsewhere) while they can still be walked from one-element
-    outputs, whose seed (ones) is the one that pass used."""
-    if not records or any(t.size != 1 for t in outs):
-        return False
-    waiting = [r for r in records if r.released is None and r.sent is None]
-    if not waiting:
-        return False
-    leaves = (p for r in records for p in r.parents if isinstance(p, Tensor) and p.is_leaf)
-    return any(p.requires_grad and p.grad is not None for p in leaves)
+def _flows_missing(outs: list[Tensor]) -> bool:
+    """The latest backward started at one of these outputs but walked too many records to
+    keep their flows (``keep_flows`` marked its output's record). One-element outputs only:
+    their seed, ones, is the one that pass used, so walking again shows what it sent."""
+    return any(
+        t.size == 1 and t.node is not None and (t.node.notes or {}).get("unkept") for t in outs
+    )
 
 
 _MISSING = object()
@@ -320,8 +316,9 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
     ``sent_shape`` and ``summed`` (e.g. ``"sum over axis 0 → (3,)"``).
 
     ``flow``: run a backward pass first (seeded with ones; no ``.grad`` is
-    touched) to learn what flowed along every edge. ``None`` does so when a
-    backward pass has already run, i.e. some leaf reached has a ``.grad``.
+    touched) to learn what flowed along every edge. ``None`` shows what the
+    latest backward kept, and walks again only where that pass, from a
+    one-element output, was too long to keep its flows (over 500 records).
 
     >>> x = tape.tensor([3.0], requires_grad=True, name="x")
     >>> g = tape.to_networkx(x * x + x)
@@ -332,7 +329,7 @@ def to_networkx(outputs: Tensor | Sequence[Tensor], flow: bool | None = None) ->
 
     outs = _as_outputs(outputs, "to_networkx")
     records = reachable([t.node for t in outs])  # the one traversal: iterative, oldest first
-    if flow or (flow is None and _flows_missing(outs, records)):
+    if flow or (flow is None and _flows_missing(outs)):
         trace_flow(outs)
 
     graph = nx.MultiDiGraph()

@@ -134,6 +134,14 @@ def test_a_retained_graph_larger_than_a_kept_pass_still_labels_every_edge():
     np.testing.assert_array_equal(x.grad, [2.0**n])  # the diagram's pass touched no .grad
 
 
+def test_a_graph_no_pass_has_walked_yet_shows_no_gradients():
+    # leaves keep .grad from earlier steps of a loop: that says nothing about this graph
+    w = tape.tensor([1.0, -2.0], requires_grad=True, name="w")
+    (w * 3).sum().backward()
+    loss = (w * w).sum()
+    assert not any(line.startswith("+= ") for line in labels(tape.to_dot(loss)))
+
+
 def test_cross_entropy_gradient_can_be_read_off_the_edge():
     """dlogits = (p − onehot)/N, written out for a small batch."""
     logits = tape.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True, name="logits")
