@@ -1485,6 +1485,11 @@ def _owned(grads: Sequence[Any], arrays: Sequence[np.ndarray]) -> tuple:
     return tuple(result)
 
 
+# One lock for every compiled function (a lock of its own would make one unpicklable): a
+# trace is rare, and a compiled f that calls itself while tracing may re-enter
+_TRACING = threading.RLock()
+
+
 class Compiled:
     """``f``'s value and gradient from generated NumPy code, traced once per input signature.
 
@@ -1497,7 +1502,6 @@ class Compiled:
         self.argnums = argnums
         self.traces = 0
         self._cache: dict[tuple, _Entry] = {}
-        self._tracing = threading.RLock()  # threads calling it first at once: one traces
         functools.update_wrapper(self, f)
 
     def _entry(self, args: Sequence[Any]) -> _Entry:
@@ -1506,7 +1510,7 @@ class Compiled:
         entry = self._cache.get(key)
         if entry is not None:
             return entry
-        with self._tracing:
+        with _TRACING:  # threads calling it first at once: one traces, the rest find it
             return self._cache.get(key) or self._trace(key, args, positions, several)
 
     def _trace(self, key: tuple, args: Sequence[Any], positions: tuple, several: bool) -> _Entry:

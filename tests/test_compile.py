@@ -344,6 +344,16 @@ def test_threads_calling_it_first_at_once_trace_once() -> None:
                     np.float64)  # fmt: skip
 
 
+def test_a_compiled_step_can_be_deep_copied() -> None:
+    # a trainer holding one is deep-copied (a lock per step once made that fail)
+    import copy
+
+    step = tape.compile(lambda x: (x * x).sum())
+    step(np.ones(3))
+    twin = copy.deepcopy(step)
+    assert_same(twin(np.ones(3)), step(np.ones(3)), np.float64)
+
+
 def test_python_scalars_are_fixed_per_trace() -> None:
     step = tape.compile(lambda x, k: (x**k).sum())
     x = np.array([1.0, 2.0])
