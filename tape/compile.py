@@ -61,7 +61,7 @@ from .errors import (
 )
 from .function import Function, Op, apply
 from .ops import TENSOR_BOUND
-from .record import enable_grad, user_code
+from .record import enable_grad, reachable, user_code
 from .tensors import TRACING, Tensor
 
 __all__ = ["Compiled", "code", "compile"]
@@ -1581,11 +1581,12 @@ def code(output: Tensor, inputs: Tensor | Sequence[Tensor] | None = None) -> str
         if inputs is None
         else ([inputs] if isinstance(inputs, Tensor) else list(inputs))
     )
+    reached = {id(n) for n in reachable([output.node])} | {id(t) for t in leaves}
     for i, w in enumerate(wrt):  # as tape.grad: an input the output does not depend on is a slip
-        if w.node is None and not any(w is t for t in leaves):
+        if isinstance(w, Tensor) and id(w.node or w) not in reached:
             raise ValueError(
-                f"tape.code: input {i} ({label(w)}) does not reach the output, so it would be "
-                "no argument of value_and_grad and its gradient all zeros; leave it out"
+                f"tape.code: input {i} ({label(w)}) does not reach the output, so its "
+                "gradient would be all zeros; leave it out"
             )
     params = [t for t in leaves if t.requires_grad or t.name or any(t is w for w in wrt)]
     names: list[str] = []

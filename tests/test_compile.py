@@ -192,6 +192,10 @@ def test_code_of_a_recorded_graph() -> None:
     stray = tape.tensor(np.ones(2), requires_grad=True, name="U")  # as tape.grad: a slip
     with pytest.raises(ValueError, match=r"input 0 \('U' float64\[2\]\) does not reach"):
         tape.code(net["loss"], inputs=[stray])
+    with pytest.raises(ValueError, match=r"input 0 \(float64\[2\] made by mul\) does not"):
+        tape.code(net["loss"], inputs=[stray * 2])  # a result elsewhere: no leaf, same slip
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        tape.code(net["loss"], inputs=[np.ones(2)])  # an array: tape.grad's own error
     net["loss"].backward()  # releases the graph
     with pytest.raises(RuntimeError, match="released"):
         tape.code(net["loss"])
