@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import add_note, code_location, describe, label
 from .record import Node, state, user_code
-from .tensors import Tensor
+from .tensors import Tensor, grad_tensor_in
 
 _NO_PARAMS: dict = {}
 
@@ -241,13 +241,13 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         if isinstance(x, Tensor):
             xd, x_grad = x.data, x.requires_grad
         elif type(x) in _SEQUENCES:  # a list constant becomes an array: VJPs read its .shape
-            xd = x = _constant(x, op)
+            xd = x = constant(x, op.name)
         else:
             xd = x
         if isinstance(y, Tensor):
             yd, y_grad = y.data, y.requires_grad
         elif type(y) in _SEQUENCES:
-            yd = y = _constant(y, op)
+            yd = y = constant(y, op.name)
         else:
             yd = y
         arrays = (xd, yd)
@@ -256,9 +256,11 @@ def apply(op: Op, args: tuple, params: dict = _NO_PARAMS) -> Tensor:
         if isinstance(x, Tensor):
             arrays, x_grad = (x.data,), x.requires_grad
         else:
+            if type(x) in _SEQUENCES:
+                x = constant(x, op.name)
             arrays = (x,)
     else:
-        args = tuple([_constant(a, op) if type(a) in _SEQUENCES else a for a in args])
+        args = tuple([constant(a, op.name) if type(a) in _SEQUENCES else a for a in args])
         arrays = tuple([a.data if isinstance(a, Tensor) else a for a in args])
         x_grad = any(isinstance(a, Tensor) and a.requires_grad for a in args)
     try:
@@ -307,20 +309,16 @@ _new = object.__new__
 _SEQUENCES = (list, tuple)
 
 
-def _constant(values: Any, op: Op) -> np.ndarray:
-    """A list operand as the constant array it is; a Tensor inside that requires grad is
-    refused, because the list's array would silently drop its gradient."""
-    waiting = [values]  # nested lists, walked without recursion
-    while waiting and state.grad_enabled:
-        for v in waiting.pop():
-            if type(v) in _SEQUENCES:
-                waiting.append(v)
-            elif isinstance(v, Tensor) and v.requires_grad:
-                raise TypeError(
-                    f"{op.name}: a list operand holds {label(v)}, which requires grad; a list "
-                    "is read as a constant array, so its gradient would be lost; build the "
-                    "operand with tape.stack([...]) (or tape.concatenate) instead"
-                )
+def constant(values: Any, what: str) -> np.ndarray:
+    """A list operand (or a clamp bound) as the constant array it is; a Tensor inside that
+    requires grad is refused, because the list's array would silently drop its gradient."""
+    held = grad_tensor_in(values) if state.grad_enabled else None
+    if held is not None:
+        raise TypeError(
+            f"{what}: a list holds {label(held)}, which requires grad; a list is read as a "
+            "constant array, so its gradient would be lost; build it with tape.stack([...]) "
+            "(or tape.concatenate) instead"
+        )
     return np.asarray(values)
 
 

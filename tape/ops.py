@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import describe, normalize_axis_tuple
-from .function import Op, apply
+from .function import Op, apply, constant
 from .tensors import (
     FUNCTION_OPS,
     NONDIFF_FUNCTIONS,
@@ -409,6 +409,7 @@ def clamp(x: Any, min: Any = None, max: Any = None) -> Tensor:
     >>> x.clamp(min=m, max=1.0).sum().backward(); x.grad, m.grad
     (array([0., 1., 0.]), array(1.))
     """
+    min, max = (constant(b, "clamp") if isinstance(b, list | tuple) else b for b in (min, max))
     bounds = tuple(b for b in (min, max) if isinstance(b, Tensor))
     params = {
         "min": TENSOR_BOUND if isinstance(min, Tensor) else min,

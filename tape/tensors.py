@@ -251,9 +251,10 @@ class Tensor:
                 "with tape.where(mask, new, t) or tape.concatenate, or write under "
                 "`with tape.no_grad():`"
             )
-        if state.grad_enabled and isinstance(value, Tensor) and value.requires_grad:
+        held = grad_tensor_in(value) if state.grad_enabled else None  # itself, or in a list
+        if held is not None:
             raise RuntimeError(
-                f"item assignment: cannot write {label(value)}, which requires grad, into "
+                f"item assignment: cannot write {label(held)}, which requires grad, into "
                 f"{label(self)}: the write copies values, so its gradient would be lost; "
                 "build the new tensor with tape.where(mask, value, t), tape.concatenate or "
                 "tape.stack, or write value.detach() if no gradient should flow"
@@ -278,7 +279,7 @@ class Tensor:
             op = UFUNC_OPS.get(ufunc)
             if op is not None and not kwargs:
                 return op(*inputs)
-            if op is not None and state.grad_enabled and _requires_grad_anywhere(inputs):
+            if op is not None and state.grad_enabled and grad_tensor_in(inputs) is not None:
                 raise TypeError(
                     f"np.{ufunc.__name__} on a Tensor that requires grad takes no keyword "
                     f"arguments (got {', '.join(kwargs)}); call it without them, e.g. "
@@ -356,12 +357,18 @@ class Tensor:
         )
 
 
-def _requires_grad_anywhere(value: Any) -> bool:
-    if isinstance(value, Tensor):
-        return value.requires_grad
-    if isinstance(value, list | tuple):
-        return any(_requires_grad_anywhere(v) for v in value)
-    return False
+def grad_tensor_in(value: Any) -> Tensor | None:
+    """The Tensor that requires grad in ``value``: ``value`` itself, or one inside nested
+    lists and tuples (walked without recursion); ``None`` when there is none."""
+    waiting = [value]
+    while waiting:
+        v = waiting.pop()
+        if isinstance(v, Tensor):
+            if v.requires_grad:
+                return v
+        elif isinstance(v, list | tuple):
+            waiting.extend(v)
+    return None
 
 
 def _unwrap(value: Any) -> Any:
@@ -387,9 +394,7 @@ def _run_on_data(
     that writes into it (``np.copyto``, ``np.put``, ``np.add.at``, ...), is
     marked changed, so backward refuses a VJP that would read its old value.
     """
-    lost = state.grad_enabled and (
-        _requires_grad_anywhere(args) or _requires_grad_anywhere(list(kwargs.values()))
-    )
+    lost = state.grad_enabled and (grad_tensor_in([args, list(kwargs.values())]) is not None)
     if lost and key not in NONDIFF_FUNCTIONS:
         raise TypeError(
             f"{what} has no gradient rule in tape, and one of its inputs requires grad, "

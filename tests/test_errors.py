@@ -313,8 +313,18 @@ def test_a_list_operand_holding_a_tensor_that_requires_grad(graph):
     x, w, hidden, loss = graph
     y = tape.tensor(3.0, requires_grad=True, name="y")
     message = raises_unchanged(TypeError, lambda: x * [[y, 1.0, 1.0]], x, w, hidden, loss, y)
-    assert message.startswith("mul: a list operand holds 'y' float64[]")
+    assert message.startswith("mul: a list holds 'y' float64[]")
     assert "tape.stack" in message
+    for op, call in [("exp", lambda: tape.exp([y, y])), ("clamp", lambda: x.clamp(min=[y, 0, 0]))]:
+        message = raises_unchanged(TypeError, call, x, w, hidden, loss, y)
+        assert message.startswith(f"{op}: a list holds 'y' float64[]")
+    c = tape.zeros(3)
+
+    def write() -> None:
+        c[0:2] = [y, y]
+
+    message = raises_unchanged(RuntimeError, write, x, w, hidden, loss, y, c)
+    assert message.startswith("item assignment: cannot write 'y' float64[], which requires grad")
     assert np.array_equal((x * [[y.detach(), 1.0, 1.0]]).data[:, 0], 3 * x.data[:, 0])
     with tape.no_grad():
         assert np.array_equal((x * [y, 1.0, 1.0]).data[:, 0], 3 * x.data[:, 0])
