@@ -292,7 +292,7 @@ class Tensor:
             getattr(ufunc, method),
             inputs,
             kwargs,
-            writes_first=method == "at",  # np.add.at(w, i, 1) adds into w itself
+            writes="a" if method == "at" else None,  # np.add.at(w, i, 1) adds into w itself
         )
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
@@ -301,7 +301,7 @@ class Tensor:
             return op(*args, **kwargs)
         where = getattr(func, "__module__", "numpy") or "numpy"
         name = f"{where.replace('numpy', 'np', 1)}.{func.__name__}"
-        return _run_on_data(name, func, func, args, kwargs, writes_first=func in WRITES_FIRST)
+        return _run_on_data(name, func, func, args, kwargs, writes=WRITES_FIRST.get(func))
 
     # ---- Jupyter ---------------------------------------------------------------------
     def _repr_html_(self) -> str:
@@ -379,20 +379,26 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-# NumPy functions that write into their first argument
-WRITES_FIRST = frozenset(
-    [np.copyto, np.put, np.putmask, np.place, np.fill_diagonal, np.put_along_axis]
-)
+# NumPy functions that write into their first argument, by the name it has as a keyword
+WRITES_FIRST = {
+    np.copyto: "dst",
+    np.put: "a",
+    np.putmask: "a",
+    np.place: "arr",
+    np.fill_diagonal: "a",
+    np.put_along_axis: "arr",
+}
 
 
 def _run_on_data(
-    what: str, key: Any, fn: Any, args: Any, kwargs: dict, writes_first: bool = False
+    what: str, key: Any, fn: Any, args: Any, kwargs: dict, writes: str | None = None
 ) -> Any:
     """Run a NumPy function tape has no rule for, only when no gradient is lost.
 
     A Tensor written through ``out=``, or as the first argument of a function
-    that writes into it (``np.copyto``, ``np.put``, ``np.add.at``, ...), is
-    marked changed, so backward refuses a VJP that would read its old value.
+    that writes into it (``np.copyto``, ``np.put``, ``np.add.at``, ...; named
+    ``writes`` when given as a keyword), is marked changed, so backward refuses
+    a VJP that would read its old value.
     """
     lost = state.grad_enabled and (grad_tensor_in([args, list(kwargs.values())]) is not None)
     if lost and key not in NONDIFF_FUNCTIONS:
@@ -409,8 +415,8 @@ def _run_on_data(
     result = fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
     written = kwargs.get("out", ())
     written = written if isinstance(written, tuple) else (written,)
-    if writes_first and args:
-        written = (*written, args[0])
+    if writes is not None:
+        written = (*written, args[0] if args else kwargs.get(writes))
     for t in written:
         if isinstance(t, Tensor):
             mark_changed(t.data)

@@ -180,6 +180,8 @@ ROUTES = {
     "np.put_along_axis": lambda w: np.put_along_axis(w, np.array([0]), 9.0, axis=0),
     "np.add.at": lambda w: np.add.at(w, [0, 0], 1.0),
     "np.put on detach()": lambda w: np.put(w.detach(), [3], [9.0]),
+    "np.put(a=w)": lambda w: np.put(a=w, ind=[0], v=[9.0]),
+    "np.copyto(dst=w)": lambda w: np.copyto(dst=w, src=np.zeros(4)),
 }
 
 
