@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import runpy
 import sysconfig
@@ -138,6 +139,7 @@ def where_recorded(node: object) -> str:
     return code_location(node.where)  # type: ignore[attr-defined]
 
 
+@functools.lru_cache(maxsize=256)  # asked per generated line and per step: paths are few
 def from_command_line(path: str) -> bool:
     """Whether code at ``path`` is the ``tape`` command running an expression: an installed
     console script (``.venv/bin/tape``) or ``python -m tape`` (runpy's frames: frozen from
