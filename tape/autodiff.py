@@ -493,14 +493,13 @@ def keep_flows(ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None
         notes = node.notes
         if notes is not None:
             notes.pop("sent", None)
-            notes.pop("unkept", None)
             if not notes:
                 node.notes = None
     state.flowed = []
     if limit is not None and len(ran) > limit:
-        if ran:  # its first record (the output's) says so: a diagram may walk it again
-            ran[0].note("unkept", True)
-            state.flowed = [ran[0]]
+        # The output's record says so: a diagram may walk it again. Not kept in ``flowed``,
+        # which would hold the whole graph behind it; every pass from it is this long.
+        ran[0].note("unkept", True)
         return
     ndarray = np.ndarray
     for node, g, sent in steps:

@@ -120,6 +120,26 @@ def test_backward_frees_saved_values_and_constants_and_keeps_the_structure(const
     assert shapes == [("mul", [(200, 50), (200, 50)]), ("tanh", [(200, 50)]), ("sum", [(200, 50)])]
 
 
+@pytest.mark.parametrize("records", [10, 2 * autodiff.FLOW_RECORDS])
+def test_after_backward_nothing_holds_a_graph_its_tensors_dropped(records):
+    # the latest pass's flows (a small graph) or its "flows not kept" mark (a large one)
+    # must not keep the graph alive once the user lets go of it
+    def live_records() -> int:
+        gc.collect()
+        return sum(type(o) is tape.record.Node for o in gc.get_objects())
+
+    x = tape.tensor([1.0], requires_grad=True)
+    before = live_records()
+    h = x
+    for _ in range(records):
+        h = h * 1.5
+    h.backward()
+    del h
+    assert live_records() - before <= (records if records <= autodiff.FLOW_RECORDS else 0)
+    (x * 2).backward()  # the next pass lets the small graph's flows go too
+    assert live_records() - before <= 1
+
+
 def test_tape_clear_frees_what_the_records_saved():
     x = tape.tensor(np.ones(50_000), requires_grad=True)
     y = x.exp()
