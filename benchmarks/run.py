@@ -662,7 +662,14 @@ def spawn(kind: str, arg: str, quick: bool) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, arg]
     if quick:
         cmd.append("--quick")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if kind == "memory":
+        # glibc raises its mmap threshold after the first large free, so where a 512 KB
+        # array lands, and with it a loop's RSS growth, depends on the process's history:
+        # the hand-written loop's swung 1.2-2.5 MB between identical runs. A fixed threshold
+        # (glibc's default) maps every large array alike, so growth is what each loop holds.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child {kind} {arg} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
