@@ -815,6 +815,15 @@ def _steps_page(output: Tensor, grad: Any, show_data: bool, title: str | None, w
         )
     steps = Steps()
     if output.node.released is None:
+        released = next((n for n in reachable([output.node]) if n.released), None)
+        if released is not None:  # e.g. render_steps(y.sum()) after y.sum().backward()
+            raise RuntimeError(
+                f"{what}: {_tensor_text(output)} was made from records that "
+                f"{released.released} released ({released.op!r}, recorded at "
+                f"{where_recorded(released)}), so the page's own pass cannot walk them; to "
+                f"show that backward pass, give {what} the tensor it started from, or call "
+                "backward(retain_graph=True)"
+            )
         with GradMode(False):
             _, visited, _ = run([output], [start], make_pullback(graph=False), [steps])
     else:  # the values are gone: show what the releasing pass sent, kept on the records

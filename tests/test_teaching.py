@@ -232,6 +232,15 @@ def test_render_steps_rejects_what_it_cannot_show(tmp_path):
         tape.render_steps(tape.tensor([1.0], requires_grad=True), tmp_path / "x.html")
     with pytest.raises(TypeError):
         tape.render_steps(np.ones(2), tmp_path / "x.html")
+    # a new op on a graph a pass released: its own pass cannot walk it; the message says
+    # which tensor shows the pass that ran (the README once did this by mistake)
+    x = tape.tensor([3.0], requires_grad=True)
+    y = x * x + x
+    loss = y.sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match=r"render_steps: .* released .* the tensor it started"):
+        tape.render_steps(y.sum(), tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
 
 
 @needs_dot
