@@ -49,8 +49,9 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad as tape_grad
+from .autodiff import key_of
 from .ops import stack
-from .record import enable_grad, is_grad_enabled
+from .record import Node, enable_grad, is_grad_enabled
 from .tensors import Tensor
 
 ArgNums = int | Sequence[int]
@@ -142,19 +143,21 @@ def _reaches_others(outs: Sequence[Tensor], own: Sequence[Tensor]) -> bool:
 
     That happens when ``f`` closes over such a tensor (a parameter, or the
     variable of an outer transform); the result must then stay on the tape.
-    The walk stops at ``own``, so it costs what ``f`` recorded.
+    The walk stops at ``own``, so it costs what ``f`` recorded. It walks the
+    records themselves (``node.parents``), not ``node.inputs``, whose stand-ins
+    are new objects on every read.
     """
-    mine = {id(t) for t in own}
-    todo = [t for t in outs if t.requires_grad]
-    seen: set[int] = set()
+    mine = {t.node or t for t in own}
+    todo = [t.node or t for t in outs if t.requires_grad]
+    seen: set = set()  # records and leaves, held here, so none is mistaken for another
     while todo:
-        t = todo.pop()
-        if id(t) in mine or id(t) in seen:
+        key = todo.pop()
+        if key in mine or key in seen:
             continue
-        seen.add(id(t))
-        if t.node is None:  # a leaf that requires grad and is not ours
+        seen.add(key)
+        if key.__class__ is not Node:  # a leaf that requires grad and is not ours
             return True
-        todo.extend(a for a in t.node.inputs if a.requires_grad)
+        todo.extend(k for k in map(key_of, key.parents) if k is not None)
     return False
 
 
