@@ -18,7 +18,8 @@ off the tape. The source is compiled once per input shapes and dtypes and
 cached, so later calls run straight-line NumPy with no tape at all.
 
 What a trace cannot see it refuses (``TraceError``) instead of freezing:
-turning a traced Tensor into a Python value (``float(t)``, ``if t > 0:``).
+turning a traced Tensor into a Python value (``float(t)``, ``if t > 0:``) or
+reading it as a plain array (``np.asarray(t)``).
 Comparisons and NumPy functions the tape does not record (``out > 0`` inside
 relu's VJP, ``np.sign`` inside abs's) are recorded while tracing, through one
 hook in ``tensors.py``, so masks are recomputed on every call, not frozen.

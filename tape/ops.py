@@ -963,16 +963,16 @@ def prod(x, axis=None, keepdims=False):
     return np.prod(x, axis=_axis(axis), keepdims=keepdims)
 
 
-def _prod_vjp(g, out, x, axis, keepdims):
+def _prod_vjp(g, x, axis, keepdims):
+    # ∂/∂xᵢ Πx = Πx / xᵢ, but without dividing by 0, and with no branch on the values, so
+    # tape.compile traces it for any x. `rest` is the product of the nonzero entries; `s`
+    # the sum of the zero entries: 0, but on the tape with slope 1, so the result is right
+    # to second order: no zero gives rest/xᵢ; with one zero, at i ≠ zero Π_{j≠i} =
+    # rest/xᵢ·x_zero, at the zero it is rest; with two, at each zero rest·(the other zero);
+    # with more, 0.
     axis = _axis(axis)
-    g, out = _expand(g, x.shape, axis, keepdims), _expand(out, x.shape, axis, keepdims)
-    zero = np.asarray(x) == 0  # read off the values; masks are never on the tape
-    if not zero.any():
-        return g * out / x  # ∂/∂xᵢ Πx = Πx / xᵢ
-    # With zeros, Π_{j≠i} xⱼ without dividing by 0. `rest` is the product of the nonzero
-    # entries; `s` the sum of the zero entries: 0, but on the tape with slope 1, so the
-    # result is right to second order: with one zero, at i ≠ zero Π_{j≠i} = rest/xᵢ·x_zero,
-    # at the zero it is rest; with two, at each zero rest·(the other zero); with more, 0.
+    g = _expand(g, x.shape, axis, keepdims)
+    zero = x == 0
     count = zero.sum(axis=axis, keepdims=True)
     safe = np.where(zero, 1, x)
     rest = prod.op.call(safe, axis=axis, keepdims=True)

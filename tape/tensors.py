@@ -171,6 +171,8 @@ class Tensor:
         self._grad = None
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if TRACING.hook is not None:  # a traced value read as an array would be frozen
+            TRACING.hook.to_python(self, "np.asarray(t)")
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)
         return self.data if dtype is None else self.data.astype(dtype, copy=False)

@@ -420,6 +420,18 @@ def test_custom_function_is_called_through_its_own_forward_and_backward() -> Non
 # ---- what a trace cannot see ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("axis", [None, 1])
+def test_prod_compiled_on_one_zero_pattern_is_right_for_another(axis) -> None:
+    # prod's VJP once read its zero mask off the values, so a trace froze the mask it saw
+    f = lambda x: tape.prod(x, axis=axis).sum()
+    step = tape.compile(f)
+    step(np.array([[0.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
+    for x in ([[1.0, 0.0, 3.0], [0.0, 0.0, 2.0]], [[1.0, 2.0, 3.0], [4.0, 5.0, 0.5]]):
+        x = np.array(x)
+        assert_same(step(x), tape.func.value_and_grad(f)(x), np.float64)
+    assert step.traces == 1
+
+
 @pytest.mark.parametrize(
     ("f", "what"),
     [
@@ -429,6 +441,7 @@ def test_custom_function_is_called_through_its_own_forward_and_backward() -> Non
         (lambda x: x.sum() * len(x.tolist()), "tolist"),
         (lambda x: x.sum() if x.sum() > 0 else -x.sum(), "bool"),
         (lambda x: x[x > 0].sum(), "boolean mask"),
+        (lambda x: x.sum() * np.asarray(x)[0], "np.asarray"),  # a value read as an array
     ],
 )
 def test_trace_error_names_the_line(f, what) -> None:
