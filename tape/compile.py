@@ -60,6 +60,7 @@ from .errors import (
     label,
     where_recorded,
 )
+from .func import argnums_positions
 from .function import Function, Op, apply
 from .ops import TENSOR_BOUND
 from .record import enable_grad, reachable, user_code
@@ -1419,20 +1420,6 @@ def _arg_names(f: Callable[..., Any], n: int) -> list[str]:
     return result
 
 
-def _argnums(argnums: Any, n: int) -> tuple[tuple[int, ...], bool]:
-    several = not isinstance(argnums, int | np.integer)
-    nums = tuple(argnums) if several else (argnums,)
-    if several and not nums:
-        raise ValueError("tape.compile: argnums is empty; name at least one argument")
-    for k in nums:
-        if not isinstance(k, int | np.integer) or not -n <= k < n:
-            raise ValueError(
-                f"tape.compile: argnums={argnums!r} but the function was called with {n} "
-                "positional argument(s); argnums must index them"
-            )
-    return tuple(int(k) % n for k in nums), several
-
-
 def _cache_key(args: Sequence[Any], positions: tuple[int, ...]) -> tuple:
     key = []
     for i, a in enumerate(args):
@@ -1506,7 +1493,7 @@ class Compiled:
         functools.update_wrapper(self, f)
 
     def _entry(self, args: Sequence[Any]) -> _Entry:
-        positions, several = _argnums(self.argnums, len(args))
+        positions, several = argnums_positions(self.argnums, len(args), "tape.compile")
         key = (len(args), _cache_key(args, positions))
         entry = self._cache.get(key)
         if entry is not None:

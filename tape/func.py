@@ -62,20 +62,28 @@ __all__ = ["grad", "hessian", "hvp", "jacobian", "jvp", "value_and_grad", "vjp"]
 # ---- arguments in, results out --------------------------------------------------------------
 
 
-def _argnums(argnums: ArgNums, n_args: int, what: str) -> tuple[tuple[int, ...], bool]:
-    """Normalise ``argnums`` to a tuple of non-negative positions; say if a tuple was given."""
+def argnums_positions(argnums: ArgNums, n_args: int, who: str) -> tuple[tuple[int, ...], bool]:
+    """``argnums`` as a tuple of distinct non-negative positions, and whether a tuple was given.
+
+    ``who`` (``"func.grad"``, ``"tape.compile"``) starts the error messages.
+    """
     several = not isinstance(argnums, int | np.integer)
     nums = tuple(argnums) if several else (argnums,)  # type: ignore[arg-type]
     if several and not nums:
-        raise ValueError(f"func.{what}: argnums is empty; name at least one argument")
+        raise ValueError(f"{who}: argnums is empty; name at least one argument")
     positions = []
     for n in nums:
         if not isinstance(n, int | np.integer) or not -n_args <= n < n_args:
             raise ValueError(
-                f"func.{what}: argnums={argnums!r} but the function was called with "
+                f"{who}: argnums={argnums!r} but the function was called with "
                 f"{n_args} positional argument(s); argnums must index them"
             )
         positions.append(int(n) % n_args)
+    if len(set(positions)) < len(positions):  # as torch.func: which copy would get the gradient?
+        raise ValueError(
+            f"{who}: argnums={argnums!r} names an argument twice (positions "
+            f"{tuple(positions)}); name each argument once"
+        )
     return tuple(positions), several
 
 
@@ -269,7 +277,7 @@ def value_and_grad(
     """
 
     def value_and_grad_f(*args: Any) -> Any:
-        positions, several = _argnums(argnums, len(args), "value_and_grad")
+        positions, several = argnums_positions(argnums, len(args), "func.value_and_grad")
         with _Inputs(args, positions, "value_and_grad") as inputs, enable_grad():
             out = f(*inputs.args)
             out, aux = _split_aux(out, has_aux, "value_and_grad")
@@ -478,7 +486,7 @@ def jacobian(f: Callable[..., Any], argnums: ArgNums = 0) -> Callable[..., Any]:
     """
 
     def jacobian_f(*args: Any) -> Any:
-        positions, several_in = _argnums(argnums, len(args), "jacobian")
+        positions, several_in = argnums_positions(argnums, len(args), "func.jacobian")
         with _Inputs(args, positions, "jacobian") as inputs, enable_grad():
             outs, several_out = _outputs(f(*inputs.args), "jacobian")
             recorded = inputs.must_record(outs)

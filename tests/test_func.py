@@ -99,6 +99,11 @@ def test_grad_bad_argnums_and_integer_inputs_say_what_to_do():
     f = lambda a, b: (a * b).sum()
     with pytest.raises(ValueError, match="argnums=2"):
         func.grad(f, argnums=2)(np.ones(2), np.ones(2))
+    # an argument named twice: one copy would get the gradient, the other zeros (torch.func
+    # refuses too); tape.compile reads argnums the same way
+    for transform in (func.grad, func.jacobian, func.hessian, tape.compile):
+        with pytest.raises(ValueError, match=r"argnums=\(1, -1\) names an argument twice"):
+            transform(f, argnums=(1, -1))(np.ones(2), np.ones(2))
     with pytest.raises(TypeError, match=r"argument 0 is int64.*floating"):
         func.grad(f)(np.arange(2), np.ones(2))
 
