@@ -324,27 +324,9 @@ class Steps(Sequence, Observer):
         for s in self._steps:
             count[s.call, s.key] = count.get((s.call, s.key), 0) + 1
         header = ("step", "pass", "VJP of", "arg", "→ into", "contribution", "before", "after", "")
-        rows = []
+        by_pass: dict[int, list[tuple[str, ...]]] = {}  # each pass: its steps, then its commits
         seen: dict[tuple[int, Tensor], int] = {}
-        commits = list(self.commits)
-        for s in [*self._steps, None]:  # None: after the last step, the last commits
-            while commits and (s is None or commits[0][0] < s.call):
-                call, leaf, before, total, after = commits.pop(0)
-                rows.append(
-                    (
-                        "",
-                        str(call),
-                        "backward()",
-                        "",
-                        f"→ {self.label(leaf)}.grad",
-                        format_array(total),
-                        "None" if before is None else format_array(before),
-                        format_array(after),
-                        "the pass's total into .grad" + ("" if before is None else " (+=)"),
-                    )
-                )
-            if s is None:
-                break
+        for s in self._steps:
             key = (s.call, s.key)
             seen[key] = seen.get(key, 0) + 1
             notes = []
@@ -354,7 +336,7 @@ class Steps(Sequence, Observer):
                 )
             if s.summed:
                 notes.append(s.summed)
-            rows.append(
+            by_pass.setdefault(s.call, []).append(
                 (
                     str(s.number),
                     str(s.call),
@@ -367,6 +349,21 @@ class Steps(Sequence, Observer):
                     "; ".join(notes),
                 )
             )
+        for call, leaf, before, total, after in self.commits:  # backward()'s last +=
+            by_pass.setdefault(call, []).append(
+                (
+                    "",
+                    str(call),
+                    "backward()",
+                    "",
+                    f"→ {self.label(leaf)}.grad",
+                    format_array(total),
+                    "None" if before is None else format_array(before),
+                    format_array(after),
+                    "the pass's total into .grad" + ("" if before is None else " (+=)"),
+                )
+            )
+        rows = [row for call in sorted(by_pass) for row in by_pass[call]]
         return header, rows
 
     def __str__(self) -> str:
