@@ -1569,9 +1569,9 @@ def code(output: Tensor, inputs: Tensor | Sequence[Tensor] | None = None) -> str
         if inputs is None
         else ([inputs] if isinstance(inputs, Tensor) else list(inputs))
     )
-    reached = {id(n) for n in reachable([output.node])} | {id(t) for t in leaves}
+    reached = {*reachable([output.node]), *leaves}  # records and leaves themselves
     for i, w in enumerate(wrt):  # as tape.grad: an input the output does not depend on is a slip
-        if isinstance(w, Tensor) and id(w.node or w) not in reached:
+        if isinstance(w, Tensor) and (w.node or w) not in reached:
             raise ValueError(
                 f"tape.code: input {i} ({label(w)}) does not reach the output, so its "
                 "gradient would be all zeros; leave it out"
