@@ -297,7 +297,11 @@ def _released_error(node: Node) -> RuntimeError:
 
 
 def _check_unchanged(node: Node) -> None:
-    """The VJP reads the values the op saw: refuse if one was changed in place since."""
+    """The VJP reads the values the op saw: refuse if one was changed in place since.
+
+    Those are what the record saved, and the arrays among its parameters: an
+    index (``x[i]`` with ``i`` a Tensor) or a condition (``tape.where``).
+    """
     for k, value in zip(node.primitive.sources(len(node.parents)), node.saved):
         if k < 0:
             continue  # a shape: nothing to change
@@ -309,12 +313,20 @@ def _check_unchanged(node: Node) -> None:
                 name = parent.name if isinstance(parent, Tensor | Node) else None
                 label = f"'{name}' " if name else ""
                 what = f"input {k - 1} ({label}{describe(value)})"
-            raise RuntimeError(
-                f"backward: {what} of {node.op!r} (recorded at {where_recorded(node)}) was "
-                "changed in place after the op was recorded (+=, an optimizer step, "
-                "load_state_dict, a write through a view, detach() or out=), so the value its "
-                "VJP needs is gone; take the gradient before changing it, or change a copy"
-            )
+            raise _changed_error(node, what)
+    for key, value in node.params.items():
+        for array in value if isinstance(value, tuple) else (value,):
+            if changed_at(array) > node.index:
+                raise _changed_error(node, f"its parameter {key!r} ({describe(array)})")
+
+
+def _changed_error(node: Node, what: str) -> RuntimeError:
+    return RuntimeError(
+        f"backward: {what} of {node.op!r} (recorded at {where_recorded(node)}) was "
+        "changed in place after the op was recorded (+=, an optimizer step, "
+        "load_state_dict, a write through a view, detach() or out=), so the value its "
+        "VJP needs is gone; take the gradient before changing it, or change a copy"
+    )
 
 
 # ---- differentiable once: the record a custom Function's gradient carries -----------

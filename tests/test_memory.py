@@ -227,6 +227,27 @@ def test_a_write_no_vjp_reads_is_allowed(route):
     np.testing.assert_array_equal(w.grad, np.ones(4))
 
 
+# A VJP that reads an array the op took as a parameter: an index Tensor, a condition Tensor.
+# (x, the parameter Tensor) -> loss; the parameter's name in the record; the op
+READ_THROUGH_PARAMETERS = {
+    "an index": (lambda x, p: x[p].sum(), [0, 1], "key", "getitem"),
+    "an index in a tuple": (lambda x, p: x[None, p].sum(), [0, 1], "key", "getitem"),
+    "a condition": (lambda x, p: tape.where(p, x, 0.0).sum(), [True, False, True], "cond", "where"),
+}
+
+
+@pytest.mark.parametrize("case", READ_THROUGH_PARAMETERS)
+def test_a_changed_index_or_condition_tensor_is_caught_at_backward(case):
+    f, value, parameter, op = READ_THROUGH_PARAMETERS[case]
+    x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    p = tape.tensor(value)
+    loss = f(x, p)
+    p[:] = p.data[::-1]  # the VJP would route the gradient by the new values
+    with pytest.raises(RuntimeError, match=rf"parameter '{parameter}' .* of '{op}' \(recorded at"):
+        loss.backward()
+    assert x.grad is None
+
+
 def test_item_assignment_while_recording_is_refused_before_anything_is_written():
     c = tape.tensor(np.arange(4.0), requires_grad=True)
     before = c.data.copy()
