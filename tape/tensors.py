@@ -136,6 +136,8 @@ class Tensor:
     # ---- conversions ---------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The data as an ``np.ndarray`` (shared, not copied)."""
+        if TRACING.hook is not None:
+            TRACING.hook.to_python(self, "t.numpy()")
         return self.data
 
     def item(self) -> Any:

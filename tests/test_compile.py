@@ -442,6 +442,7 @@ def test_prod_compiled_on_one_zero_pattern_is_right_for_another(axis) -> None:
         (lambda x: x.sum() if x.sum() > 0 else -x.sum(), "bool"),
         (lambda x: x[x > 0].sum(), "boolean mask"),
         (lambda x: x.sum() * np.asarray(x)[0], "np.asarray"),  # a value read as an array
+        (lambda x: x.sum() * x.numpy().max(), r"t\.numpy\(\)"),
     ],
 )
 def test_trace_error_names_the_line(f, what) -> None:
