@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import add_note, describe, label, where_recorded
+from .errors import add_note, describe, label, real_gradient, where_recorded
 from .function import OUT, Op, apply
 from .record import LAST_CHANGE, WATCHED, GradMode, Node, changed_at, reachable, release, state
 from .tensors import Tensor, on_graph, wrap
@@ -452,6 +452,7 @@ class _Hooks(Observer):
                 f"hook: a hook on {label(t)} returned {describe(new)}; "
                 "a replacement gradient must have the tensor's shape"
             )
+        real_gradient(new.data if isinstance(new, Tensor) else new, "hook: the new gradient", t)
         if self.graph:  # the walk differentiates Tensors then
             new = new if isinstance(new, Tensor) else wrap(np.asarray(new))
             return new if new.dtype == t.dtype else new.astype(t.dtype)
@@ -609,12 +610,7 @@ def _seed(t: Tensor, grad: Any, what: str, graph: bool) -> Any:
     else:
         if isinstance(grad, Tensor) and not graph:
             grad = grad.data
-        value = grad.data if isinstance(grad, Tensor) else np.asarray(grad)
-        if value.dtype.kind not in "fiub":
-            raise TypeError(
-                f"{what}: grad has dtype {value.dtype}, but a gradient must be real numbers "
-                f"for a tensor of {describe(t)}; pass a float array of shape {t.shape}"
-            )
+        value = real_gradient(grad.data if isinstance(grad, Tensor) else grad, f"{what}: grad", t)
         if value.shape != t.shape:
             raise ValueError(
                 f"{what}: grad has shape {value.shape} but the tensor is {describe(t)}; "

@@ -118,6 +118,25 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
+def real_gradient(value: Any, what: str, t: Any) -> np.ndarray:
+    """A gradient for ``t`` someone handed in, as an array: refused unless it holds real numbers.
+
+    Casting a complex one to ``t``'s dtype would drop its imaginary part with
+    only a warning; strings, objects and ragged lists would fail later, in NumPy's words.
+    """
+    fix = f"pass a float array of shape {tuple(t.shape)}"
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:  # a ragged list
+        raise ValueError(f"{what} is not an array for {label(t)} ({e}); {fix}") from e
+    if array.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{what} has dtype {array.dtype}, but tape differentiates real numbers only "
+            f"(for {label(t)}); {fix}"
+        )
+    return array
+
+
 def label(t: Any) -> str:
     """How an error names a tensor: its name, ``dtype[shape]``, the op that made it."""
     name, node = getattr(t, "name", None), getattr(t, "node", None)

@@ -50,6 +50,7 @@ import numpy as np
 
 from .autodiff import grad as tape_grad
 from .autodiff import key_of
+from .errors import real_gradient
 from .ops import stack
 from .record import Node, enable_grad, is_grad_enabled
 from .tensors import Tensor
@@ -334,13 +335,17 @@ def _cotangents(values: Any, outs: Sequence[Tensor], several: bool, what: str) -
         )
     seeds = []
     for i, (u, o) in enumerate(zip(given, outs)):
-        data = u.data if isinstance(u, Tensor) else np.asarray(u, dtype=o.dtype)
+        data = real_gradient(
+            u.data if isinstance(u, Tensor) else u, f"func.{what}: cotangent {i}", o
+        )
         if data.shape != o.shape:
             raise ValueError(
                 f"func.{what}: cotangent {i} has shape {data.shape} but output {i} has "
                 f"shape {o.shape}; a cotangent has its output's shape"
             )
-        seeds.append(u if isinstance(u, Tensor) and u.requires_grad else data)
+        seeds.append(
+            u if isinstance(u, Tensor) and u.requires_grad else data.astype(o.dtype, copy=False)
+        )
     return seeds
 
 
@@ -434,7 +439,7 @@ def _directions(values: Any, inputs: _Inputs, what: str, noun: str) -> tuple[lis
         )
     directions, recorded = [], False
     for i, (d, w) in enumerate(zip(given, wrt)):
-        data = d.data if isinstance(d, Tensor) else np.asarray(d, dtype=w.dtype)
+        data = real_gradient(d.data if isinstance(d, Tensor) else d, f"func.{what}: {noun} {i}", w)
         if data.shape != w.shape:
             raise ValueError(
                 f"func.{what}: {noun} {i} has shape {data.shape} but primal {i} has shape "
@@ -444,7 +449,7 @@ def _directions(values: Any, inputs: _Inputs, what: str, noun: str) -> tuple[lis
             directions.append(d)
             recorded = True
         else:
-            directions.append(data)
+            directions.append(data.astype(w.dtype, copy=False))
     return directions, recorded
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import describe, label
+from .errors import describe, label, real_gradient
 from .record import WATCHED, Freed, Node, mark_changed, state
 
 # Filled by ops.py: how NumPy's ufuncs and functions map onto recorded ops.
@@ -93,7 +93,7 @@ class Tensor:
         if value is None:
             self._grad = None
             return
-        value = np.asarray(value.data if isinstance(value, Tensor) else value)
+        value = real_gradient(value.data if isinstance(value, Tensor) else value, "grad", self)
         if value.shape != self.data.shape:
             raise ValueError(
                 f"grad: cannot set a gradient of shape {value.shape} on a tensor of "

@@ -450,8 +450,62 @@ def test_function_backward_returning_a_non_numeric_gradient(graph):
 def test_a_seed_that_is_not_real_numbers_is_refused_and_changes_nothing(seed):
     x = tape.tensor([2.0], requires_grad=True)
     y = x * x
-    with pytest.raises(TypeError, match=r"backward: grad has dtype .* must be real"):
+    with pytest.raises(TypeError, match=r"backward: grad has dtype .* real numbers only"):
         y.backward(seed)
     assert x.grad is None
     y.backward(np.ones(1))  # the graph was not released by the refused call
     np.testing.assert_array_equal(x.grad, [4.0])
+
+
+def _backward(x: tape.Tensor) -> Callable[[object], object]:
+    y = x * x
+    return y.backward
+
+
+def _grad_outputs(x: tape.Tensor) -> Callable[[object], object]:
+    y = x * x
+    return lambda v: tape.grad(y, [x], grad_outputs=[v])
+
+
+def _hook(x: tape.Tensor) -> Callable[[object], object]:
+    y = x * 2.0
+    loss = y.sum()
+
+    def run(v: object) -> None:
+        y.register_hook(lambda g: v)
+        loss.backward()
+
+    return run
+
+
+def _setter(x: tape.Tensor) -> Callable[[object], object]:
+    def run(v: object) -> None:
+        x.grad = v
+
+    return run
+
+
+# Every place a user hands tape a gradient (or a direction) of their own. Each entry takes the
+# float64[3] leaf x, records what it needs, and returns the call that hands the value in.
+HANDED_IN = {
+    "backward's grad": _backward,
+    "tape.grad's grad_outputs": _grad_outputs,
+    "func.vjp's cotangent": lambda x: tape.func.vjp(lambda t: t * t, x.data)[1],
+    "func.jvp's tangent": lambda x: lambda v: tape.func.jvp(lambda t: t * t, (x.data,), (v,)),
+    "func.hvp's v": lambda x: lambda v: tape.func.hvp(lambda t: (t**3).sum(), x.data, v),
+    "a hook's new gradient": _hook,
+    "the .grad setter": _setter,
+}
+
+
+@pytest.mark.parametrize(
+    "value", [1j * np.ones(3), np.array(["a", "b", "c"])], ids=["complex", "str"]
+)
+@pytest.mark.parametrize("route", HANDED_IN)
+def test_a_handed_in_gradient_that_is_not_real_numbers_is_refused(route, value):
+    # casting it would drop a complex value's imaginary part with only a ComplexWarning
+    x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    hand_in = HANDED_IN[route](x)
+    message = raises_unchanged(TypeError, lambda: hand_in(value), x)
+    assert f"has dtype {value.dtype}" in message and "real numbers only" in message
+    assert "shape (3,)" in message  # the fix: what to pass instead
