@@ -1317,19 +1317,24 @@ def _einsum_grad(g: Any, xs: tuple, inputs: list[str], result: str, k: int) -> A
     """The gradient of operand ``k``: an einsum of ``g`` with the other operands.
 
     A letter repeated in operand ``k`` (a trace ``ii``) gets a fresh letter and an
-    identity matrix linking the two, so the gradient lands on the diagonal; a letter
-    summed inside operand ``k`` alone gets ``g`` broadcast along it.
+    identity matrix linking the two, so the gradient lands on the diagonal. Where
+    the result is constant along a letter (summed in operand ``k`` alone, or of
+    size 1 in every other operand), each entry gets the same value: it is
+    broadcast to the letter's full size, and the engine sums it back where
+    operand ``k`` itself has size 1.
     """
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int] = {}  # each letter's size after broadcasting: 1 stretches, 0 wins
     for sub, x in zip(inputs, xs):
         for c, n in zip(sub, np.shape(x)):
-            sizes[c] = builtins.max(sizes.get(c, 1), n)
+            m = sizes.get(c, n)
+            sizes[c] = 0 if 0 in (m, n) else builtins.max(m, n)
     used = set("".join(inputs) + result)
     fresh = (c for c in string.ascii_letters if c not in used)
     target, eyes = [], []
     for c in inputs[k]:
         if c in target:
             target.append(next(fresh))
+            sizes[target[-1]] = sizes[c]
             eyes.append(c + target[-1])
         else:
             target.append(c)
@@ -1339,9 +1344,11 @@ def _einsum_grad(g: Any, xs: tuple, inputs: list[str], result: str, k: int) -> A
     subscripts = ",".join([result, *(s for s, _ in others), *eyes]) + "->" + kept
     eye = [np.eye(sizes[e[0]], dtype=g.dtype) for e in eyes]
     grad = _einsum.op.call(g, *(x for _, x in others), *eye, subscripts=subscripts)
-    if len(kept) < len(target):  # summed in operand k alone: each entry gets the same g
-        grad = grad.reshape(tuple(sizes[c] if c in reached else 1 for c in target))
-        grad = np.broadcast_to(grad, tuple(sizes[c] for c in target))
+    full = tuple(sizes[c] for c in target)
+    if len(kept) < len(target):  # a size-1 axis for each letter the einsum did not give
+        grad = grad.reshape(tuple(grad.shape[kept.index(c)] if c in reached else 1 for c in target))
+    if grad.shape != full:
+        grad = np.broadcast_to(grad, full)
     return grad
 
 

@@ -117,6 +117,31 @@ def test_einsum_with_a_constant_operand_and_size_one_broadcasting() -> None:
 
 
 @pytest.mark.parametrize(
+    ("subscripts", "shapes"),
+    [
+        ("iij->i", [(2, 2, 3)]),  # a trace, and a letter summed in that operand alone
+        ("iij->", [(2, 2, 3)]),
+        ("jii->", [(3, 2, 2)]),
+        ("ij,j->i", [(2, 1), (3,)]),  # j has size 1 in the first operand: it broadcasts
+        ("ij,ij->", [(2, 1), (2, 3)]),
+        ("ij,jk->ik", [(2, 1), (3, 4)]),
+    ],
+)
+def test_einsum_gradients_of_traces_and_size_one_broadcasting(subscripts, shapes) -> None:
+    rng = np.random.default_rng(4)
+    operands = [_leaf(rng.standard_normal(shape)) for shape in shapes]
+    assert tape.gradcheck(lambda *xs: tape.einsum(subscripts, *xs), operands)
+    assert tape.gradgradcheck(lambda *xs: tape.einsum(subscripts, *xs), operands)
+
+
+@pytest.mark.parametrize(("subscripts", "shape"), [("i->", (0,)), ("ij->i", (2, 0))])
+def test_einsum_over_an_empty_axis_gives_an_empty_gradient(subscripts, shape) -> None:
+    x = _leaf(np.ones(shape))
+    tape.einsum(subscripts, x).sum().backward()
+    assert x.grad.shape == shape
+
+
+@pytest.mark.parametrize(
     ("subscripts", "n", "kind", "match"),
     [
         ("...ij,jk->...ik", 2, ValueError, r"einsum\('\.\.\.ij.*ellipsis.*name every axis"),
