@@ -216,11 +216,12 @@ _HELPERS = {
     e = np.exp(-np.abs(x))  # never exp of a large positive number
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))""",
     "_softmax": """def _softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)""",
     "_log_softmax": """def _log_softmax(x, axis):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))""",
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    with np.errstate(divide="ignore"):
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))""",
     "_scatter": """def _scatter(g, key, shape):
     out = np.zeros(shape, dtype=g.dtype)  # the transpose of x[key]
     out[key] = g
@@ -230,7 +231,7 @@ _HELPERS = {
     np.add.at(out, key, g)
     return out""",
     "_logsumexp": """def _logsumexp(x, axis, keepdims):
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0)
     with np.errstate(divide="ignore"):
         out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m

@@ -504,7 +504,8 @@ def softmax(x, axis=-1):
     >>> (x.softmax() * [1.0, 0.0]).sum().backward(); x.grad
     array([ 0.25, -0.25])
     """
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    # initial: an empty axis has no max, and its softmax is empty, as in PyTorch
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -520,8 +521,10 @@ def log_softmax(x, axis=-1):
     >>> x.log_softmax()[0].backward(); x.grad
     array([ 0.5, -0.5])
     """
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    # initial: an empty axis has no max (its result is empty, and log Σ over it log 0)
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    with np.errstate(divide="ignore"):
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 # ∂/∂x = I − softmax(x) 1ᵀ, and softmax = exp(out)
@@ -1047,8 +1050,8 @@ def logsumexp(x, axis=None, keepdims=False):
     array([0.5, 0.5])
     """
     axis = _axis(axis)
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)  # all −inf (or an inf): shift by nothing
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # an empty axis: −inf
+    m = np.where(np.isfinite(m), m, 0)  # all −inf, an empty axis (or an inf): shift by nothing
     with np.errstate(divide="ignore"):  # log 0 = −inf is the right answer for all −inf
         out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)

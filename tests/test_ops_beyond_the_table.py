@@ -409,3 +409,26 @@ def test_docstrings_teach_with_an_example_that_runs(name) -> None:
     (test,) = doctest.DocTestFinder().find(fn, name, globs={"tape": tape, "np": np})
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     assert runner.run(test).failed == 0, f"tape.{name}'s example does not give what it shows"
+
+
+# ---- reductions over an empty axis -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "expected"),
+    [
+        (lambda t: tape.softmax(t, axis=0), np.empty((0, 3))),
+        (lambda t: tape.log_softmax(t, axis=0), np.empty((0, 3))),
+        (lambda t: tape.logsumexp(t, axis=0), np.full(3, -np.inf)),  # log 0, as in PyTorch
+    ],
+)
+def test_stabilised_ops_over_an_empty_axis(op, expected) -> None:
+    # their shift by the max once asked NumPy for the max of nothing, and raised
+    x = _leaf(np.empty((0, 3)))
+    with np.errstate(all="raise"):  # no log-of-zero warning either
+        out = op(x)
+    np.testing.assert_array_equal(out.data, expected)
+    out.sum().backward()
+    assert x.grad.shape == (0, 3)
+    value, grad = tape.compile(lambda t: op(t).sum())(np.empty((0, 3)))
+    assert value == expected.sum() and grad.shape == (0, 3)
