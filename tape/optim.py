@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import describe
+from .errors import describe, label
 from .record import no_grad
 from .tensors import Tensor
 
@@ -79,12 +79,29 @@ class Optimizer(ABC):
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient, in place, recording nothing."""
+        """Update every parameter that has a gradient, in place, recording nothing.
+
+        Every parameter is checked before any is changed, so a step that raises
+        changes no parameter and no state.
+        """
+        due = [(i, p, p.grad, state) for i, (p, state) in enumerate(zip(self.params, self.state))]
+        due = [entry for entry in due if entry[2] is not None]
+        for i, p, grad, state in due:
+            kept = [v for v in state.values() if isinstance(v, np.ndarray)]
+            if grad.shape != p.shape or any(v.shape != p.shape for v in kept):
+                found = (
+                    f"its .grad is {describe(grad)}"
+                    if grad.shape != p.shape
+                    else "its optimizer state was made for another shape"
+                )
+                raise ValueError(
+                    f"{type(self).__name__}.step: parameter {i} is {label(p)} but {found}; "
+                    "was its .data replaced by an array of another shape? Set p.grad = None "
+                    "and make a new optimizer for the new shape (nothing was updated)"
+                )
         with no_grad():
-            for p, state in zip(self.params, self.state):
-                grad = p.grad
-                if grad is not None:
-                    self._update(p, grad, state)
+            for _, p, grad, state in due:
+                self._update(p, grad, state)
 
     @abstractmethod
     def _update(self, p: Tensor, grad: np.ndarray, state: dict[str, Any]) -> None:

@@ -153,6 +153,33 @@ def test_step_updates_in_place_and_records_nothing(make, fresh_tape: tape.Tape) 
     assert tape.is_grad_enabled()  # no_grad was left again
 
 
+@pytest.mark.parametrize(
+    "make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps, lr=0.1)]
+)
+@pytest.mark.parametrize("mismatch", [".grad", "state"])
+def test_a_step_that_raises_changes_no_parameter_and_no_state(make, mismatch) -> None:
+    a = tape.tensor([1.0, 2.0], requires_grad=True, name="a")
+    b = tape.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True, name="b")
+    opt = make([a, b])
+    if mismatch == "state":  # one good step makes the state, then b changes shape
+        (a.sum() + b.sum()).backward()
+        opt.step()
+        b.grad = None
+        b.data = b.data.reshape(4)
+        (a.sum() + b.sum()).backward()
+    else:  # b changes shape while its .grad is still the old one
+        (a.sum() + b.sum()).backward()
+        b.data = b.data.reshape(4)
+    a_before = a.data.copy()
+    state_before = [{k: np.copy(v) for k, v in s.items()} for s in opt.state]
+    with pytest.raises(ValueError, match=rf"step: parameter 1 is 'b' float64\[4\] but its"):
+        opt.step()
+    np.testing.assert_array_equal(a.data, a_before)  # parameter 0 came first, and was not updated
+    for before, after in zip(state_before, opt.state):
+        assert before.keys() == after.keys()
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
 def test_step_skips_parameters_without_a_gradient() -> None:
     used = tape.tensor([1.0], requires_grad=True)
     unused = tape.tensor([1.0], requires_grad=True)
