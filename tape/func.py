@@ -276,13 +276,20 @@ def value_and_grad(
     >>> value, g                           # |x|², 2x
     (array(5.), array([2., 4.]))
     """
+    return _value_and_grad(f, argnums, has_aux, "value_and_grad")
+
+
+def _value_and_grad(
+    f: Callable[..., Any], argnums: ArgNums, has_aux: bool, what: str
+) -> Callable[..., Any]:
+    """``value_and_grad``, whose errors name ``what`` the user called (``grad``, ``hessian``)."""
 
     def value_and_grad_f(*args: Any) -> Any:
-        positions, several = argnums_positions(argnums, len(args), "func.value_and_grad")
-        with _Inputs(args, positions, "value_and_grad") as inputs, enable_grad():
+        positions, several = argnums_positions(argnums, len(args), f"func.{what}")
+        with _Inputs(args, positions, what) as inputs, enable_grad():
             out = f(*inputs.args)
-            out, aux = _split_aux(out, has_aux, "value_and_grad")
-            value = _scalar(out, "value_and_grad")
+            out, aux = _split_aux(out, has_aux, what)
+            value = _scalar(out, what)
             recorded = inputs.must_record([value])
             seed = np.ones(value.shape, dtype=value.dtype)
             grads = _gradients([value], inputs.wrt, [seed], recorded)
@@ -312,7 +319,11 @@ def grad(f: Callable[..., Any], argnums: ArgNums = 0, has_aux: bool = False) -> 
     >>> d2(np.array([1.0, 2.0]))                                 # 6x
     array([ 6., 12.])
     """
-    both = value_and_grad(f, argnums, has_aux)
+    return _grad(f, argnums, has_aux, "grad")
+
+
+def _grad(f: Callable[..., Any], argnums: ArgNums, has_aux: bool, what: str) -> Callable[..., Any]:
+    both = _value_and_grad(f, argnums, has_aux, what)
 
     def grad_f(*args: Any) -> Any:
         result, g = both(*args)
@@ -516,7 +527,7 @@ def hessian(f: Callable[..., Any], argnums: ArgNums = 0) -> Callable[..., Any]:
     array([[4., 2.],
            [2., 0.]])
     """
-    h = jacobian(grad(f, argnums), argnums)
+    h = jacobian(_grad(f, argnums, False, "hessian"), argnums)
     h.__name__ = f"hessian_{getattr(f, '__name__', 'f')}"
     h.__doc__ = f"The Hessian of {getattr(f, '__name__', 'f')}."
     return h

@@ -323,8 +323,14 @@ def constant(values: Any, what: str) -> np.ndarray:
 
 
 def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception:
-    """NumPy's complaint, prefixed with the op, its operands, and the op's hint for a fix."""
-    operands = ", ".join(describe(a) for a in args)
+    """NumPy's complaint, prefixed with the op, its operands, and the op's hint for a fix.
+
+    An operand with a name (``t.name``, an ``nn`` parameter's ``'0.W'``) shows it.
+    """
+    operands = ", ".join(
+        f"'{a.name}' {describe(a)}" if isinstance(a, Tensor) and a.name else describe(a)
+        for a in args
+    )
     shown = "".join(f", {k}={v!r}" for k, v in params.items() if k != "ctx")
     fix = op.hint(*args, **params) if op.hint is not None else None
     message = f"{op.name}({operands}{shown}): {e}" + (f"; {fix}" if fix else "")

@@ -404,23 +404,32 @@ def _run_on_data(
     ``writes`` when given as a keyword), is marked changed, so backward refuses
     a VJP that would read its old value.
     """
-    lost = state.grad_enabled and (grad_tensor_in([args, list(kwargs.values())]) is not None)
-    if lost and key not in NONDIFF_FUNCTIONS:
-        raise TypeError(
-            f"{what} has no gradient rule in tape, and one of its inputs requires grad, "
-            "so the result would silently drop out of the graph; use the tape op of the "
-            "same name if there is one (see docs/ops.md), compute on t.detach() if no "
-            "gradient should flow, or write a tape.Function with its backward"
-        )
+    written = kwargs.get("out", ())
+    written = written if isinstance(written, tuple) else (written,)
+    if writes is not None:
+        written = (*written, args[0] if args else kwargs.get(writes))
+    if state.grad_enabled:
+        target = grad_tensor_in(list(written))
+        if target is not None:
+            raise TypeError(
+                f"{what}: it would write into {label(target)} in place, and that tensor "
+                "requires grad: tape records no in-place ops; compute a new tensor instead, "
+                "or write under tape.no_grad() (as an optimizer step does)"
+            )
+        read = [a for a in args if not any(a is t for t in written)]
+        read += [v for k, v in kwargs.items() if k not in ("out", writes)]
+        if grad_tensor_in(read) is not None and key not in NONDIFF_FUNCTIONS:
+            raise TypeError(
+                f"{what} has no gradient rule in tape, and one of its inputs requires grad, "
+                "so the result would silently drop out of the graph; use the tape op of the "
+                "same name if there is one (see docs/ops.md), compute on t.detach() if no "
+                "gradient should flow, or write a tape.Function with its backward"
+            )
     if TRACING.hook is not None:
         traced = TRACING.hook.untracked(fn, args, kwargs)
         if traced is not None:
             return traced
     result = fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
-    written = kwargs.get("out", ())
-    written = written if isinstance(written, tuple) else (written,)
-    if writes is not None:
-        written = (*written, args[0] if args else kwargs.get(writes))
     for t in written:
         if isinstance(t, Tensor):
             mark_changed(t.data)

@@ -160,7 +160,24 @@ def test_a_dtype_error_gives_no_broadcasting_hint(graph):
     # the hint once compared the shapes with np.shape(()), which is (0,), not ()
     x, w, hidden, loss = graph
     message = raises_unchanged(TypeError, lambda: x + "a", x, w, hidden, loss)
-    assert message.startswith("add(float64[4, 3], str)") and "broadcast" not in message
+    assert message.startswith("add('x' float64[4, 3], str)") and "broadcast" not in message
+
+
+def test_a_forward_error_names_named_operands():
+    # an nn parameter's qualified name is what the user can find in their model
+    net = tape.nn.Sequential(tape.nn.Linear(4, 2))
+    x = tape.tensor(np.ones((3, 5)), name="batch")
+    W = dict(net.named_parameters())["0.weight"]
+    message = raises_unchanged(ValueError, lambda: x @ W, x, W)
+    shape = ", ".join(map(str, W.shape))
+    assert message.startswith(f"matmul('batch' float64[3, 5], '0.weight' {W.dtype}[{shape}])")
+
+
+@pytest.mark.parametrize("transform", ["grad", "hessian", "value_and_grad"])
+def test_a_transform_error_names_the_transform_called(transform):
+    f = getattr(tape.func, transform)(lambda z: z * z)  # not a scalar
+    with pytest.raises(ValueError, match=rf"^func\.{transform}: f must return a scalar"):
+        f(np.ones(3))
 
 
 def test_backward_with_a_wrongly_shaped_grad(graph):
@@ -509,3 +526,18 @@ def test_a_handed_in_gradient_that_is_not_real_numbers_is_refused(route, value):
     message = raises_unchanged(TypeError, lambda: hand_in(value), x)
     assert f"has dtype {value.dtype}" in message and "real numbers only" in message
     assert "shape (3,)" in message  # the fix: what to pass instead
+
+
+WRITES_INTO = {
+    "out=": lambda w: np.add(tape.tensor([5.0, 5.0]), 1.0, out=w),
+    "np.copyto": lambda w: np.copyto(w, np.zeros(2)),
+    "np.put": lambda w: np.put(w, [0], [9.0]),
+}
+
+
+@pytest.mark.parametrize("route", WRITES_INTO)
+def test_a_numpy_write_into_a_tensor_that_requires_grad_names_the_write(route):
+    # not "np.add has no gradient rule": the trouble is the in-place write into w
+    w = tape.tensor([1.0, 2.0], requires_grad=True, name="w")
+    message = raises_unchanged(TypeError, lambda: WRITES_INTO[route](w), w)
+    assert "write into 'w' float64[2] in place" in message and "tape.no_grad()" in message
