@@ -172,7 +172,7 @@ def test_a_step_that_raises_changes_no_parameter_and_no_state(make, mismatch) ->
         b.data = b.data.reshape(4)
     a_before = a.data.copy()
     state_before = [{k: np.copy(v) for k, v in s.items()} for s in opt.state]
-    with pytest.raises(ValueError, match=rf"step: parameter 1 is 'b' float64\[4\] but its"):
+    with pytest.raises(ValueError, match=r"step: parameter 1 is 'b' float64\[4\] but its"):
         opt.step()
     np.testing.assert_array_equal(a.data, a_before)  # parameter 0 came first, and was not updated
     for before, after in zip(state_before, opt.state):
