@@ -331,7 +331,11 @@ def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception
         f"'{a.name}' {describe(a)}" if isinstance(a, Tensor) and a.name else describe(a)
         for a in args
     )
-    shown = "".join(f", {k}={v!r}" for k, v in params.items() if k != "ctx")
+    shown = "".join(
+        f", {k}={describe(v) if isinstance(v, np.ndarray) else repr(v)}"  # an index: its shape
+        for k, v in params.items()
+        if k != "ctx"
+    )
     fix = op.hint(*args, **params) if op.hint is not None else None
     message = f"{op.name}({operands}{shown}): {e}" + (f"; {fix}" if fix else "")
     # API.md's classes: shapes and axes ValueError (NumPy's AxisError is one), dtypes TypeError

@@ -290,9 +290,13 @@ def release(nodes: list[Node], why: str) -> None:
             node.parents = _with_stand_ins(node.parents)
             break
         if node.params:
-            ctx = node.params.get("ctx")
+            params = node.params
+            ctx = params.get("ctx")
             if ctx is not None:
                 ctx.saved = None
+            # arrays among the parameters too: an index, a condition, a clamp bound
+            if any(_worth_freeing(v) for v in params.values()):
+                node.params = {k: _stand_in(v) for k, v in params.items()}
 
 
 def _with_stand_ins(parents: tuple) -> tuple:
@@ -306,6 +310,24 @@ def _with_stand_ins(parents: tuple) -> tuple:
             p = freed(p)  # a Tensor without grad (records, leaves, numbers stay)
         kept.append(p)
     return tuple(kept)
+
+
+def _worth_freeing(value: Any) -> bool:
+    """A parameter holding an array bigger than a stand-in: itself, or in an index's tuple."""
+    return any(map(_big, value)) if value.__class__ is tuple else _big(value)
+
+
+def _big(value: Any) -> bool:
+    if value.__class__ is np.ndarray:
+        return value.nbytes > KEEP_BYTES
+    return not getattr(value, "requires_grad", True) and value.data.nbytes > KEEP_BYTES
+
+
+def _stand_in(value: Any) -> Any:
+    """A parameter with each array worth freeing replaced by its shape and dtype."""
+    if value.__class__ is tuple:
+        return tuple([freed(v) if _big(v) else v for v in value])
+    return freed(value) if _big(value) else value
 
 
 _NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
@@ -325,7 +347,12 @@ def freed(value: Any) -> Freed:
     """
     if isinstance(value, np.ndarray):
         key = (value.shape, value.dtype)
-        return _FREED.get(key) or _FREED.setdefault(key, Freed(*key))
+        found = _FREED.get(key)
+        if found is None:
+            if len(_FREED) > 10_000:  # a program of ever-new shapes: start over
+                _FREED.clear()
+            found = _FREED[key] = Freed(*key)
+        return found
     return Freed(value.data.shape, value.data.dtype, value.name, weakref.ref(value))
 
 
@@ -343,6 +370,9 @@ class Freed:
     @property
     def value(self) -> Any:
         return None if self._ref is None else self._ref()
+
+    def __repr__(self) -> str:
+        return f"{self.dtype}[{', '.join(map(str, self.shape))}] (freed)"
 
 
 def user_code(depth: int) -> tuple:

@@ -50,7 +50,7 @@ import numpy as np
 
 from .autodiff import Flows, keep_flows, make_pullback, retains_grad, run
 from .errors import describe, where_recorded
-from .record import INDEX, GradMode, Node, get_tape, reachable
+from .record import INDEX, Freed, GradMode, Node, get_tape, reachable
 from .tensors import Standin, Tensor
 
 if TYPE_CHECKING:  # imported lazily: `import tape` should not pay for networkx
@@ -264,6 +264,8 @@ def _index_text(k: Any) -> str:
         return "..."
     if k is None:
         return "None"
+    if isinstance(k, Freed):  # a released record keeps only an index array's shape
+        return f"mask{list(k.shape)}" if k.dtype == bool else repr(k)
     if isinstance(k, list):
         k = np.asarray(k)
     if isinstance(k, np.ndarray):
