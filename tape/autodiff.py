@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from heapq import heappop, heappush, heappushpop
@@ -491,7 +492,7 @@ def _small(value: Any) -> Any:
     return data if data.size <= FLOW_LIMIT else tuple(data.shape)
 
 
-def keep_flows(ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None:
+def keep_flows(output: Tensor, ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None:
     """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
 
     ``node.sent`` is ``(g, {position: (part, raw_shape)})``. Only the latest
@@ -500,15 +501,11 @@ def keep_flows(ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None
     each gradient as an array while it has at most ``FLOW_LIMIT`` entries (its
     shape otherwise): what a diagram shows costs no memory worth naming, and a
     loop that keeps its losses keeps no flows. A diagram's own pass asks for
-    every record's flows (``limit=None``).
+    every record's flows (``limit=None``). The thread holds the records until
+    its next pass or until ``output`` is dropped, whichever comes first: a
+    dropped graph (its saved values, after ``retain_graph=True``) goes at once.
     """
-    for node in state.flowed:  # the previous pass's: let them go
-        notes = node.notes
-        if notes is not None:
-            notes.pop("sent", None)
-            if not notes:
-                node.notes = None
-    state.flowed = []
+    _let_go(state.flowed)  # the previous pass's
     if limit is not None and len(ran) > limit:
         # The output's record says so: a diagram may walk it again. Not kept in ``flowed``,
         # which would hold the whole graph behind it; every pass from it is this long.
@@ -528,6 +525,18 @@ def keep_flows(ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None
         else:
             node.notes["sent"] = (small, parts)
     state.flowed = ran
+    state.flowed_output = weakref.ref(output, lambda _: _let_go(ran))
+
+
+def _let_go(nodes: list) -> None:
+    """Drop the flows these records keep, and the records themselves."""
+    for node in nodes:
+        notes = node.notes
+        if notes is not None:
+            notes.pop("sent", None)
+            if not notes:
+                node.notes = None
+    nodes.clear()
 
 
 class Flows(Observer):
@@ -683,7 +692,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
             add_into_grad(t, g)
         for o in observers:
             o.end()
-    keep_flows(ran, steps)
+    keep_flows(self, ran, steps)
     if not retain_graph:
         release(ran, "backward")
 
