@@ -46,6 +46,7 @@ import math
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -1301,6 +1302,7 @@ def _load(source: str, name: str, functions: dict[str, type]) -> Callable[..., A
     exec(builtins.compile(source, filename, "exec"), namespace)
     namespace.update(functions)
     fn = namespace[name]
+    weakref.finalize(fn, linecache.cache.pop, filename, None)  # the lines go with the code
     if functions:
         fn = functools.partial(fn, **functions)
     return fn
@@ -1479,11 +1481,15 @@ def _owned(grads: Sequence[Any], arrays: Sequence[np.ndarray]) -> tuple:
 _TRACING = threading.RLock()
 
 
+CACHE_LIMIT = 64  # traces one compiled function keeps: a loop over ever-new shapes stays bounded
+
+
 class Compiled:
     """``f``'s value and gradient from generated NumPy code, traced once per input signature.
 
     Call it like ``tape.func.value_and_grad(f, argnums)``; ``.source(*args)``
-    shows the code, ``.traces`` counts the traces so far.
+    shows the code, ``.traces`` counts the traces so far. It keeps the latest
+    ``CACHE_LIMIT`` traces; a signature older than those is traced again.
     """
 
     def __init__(self, f: Callable[..., Any], argnums: Any = 0) -> None:
@@ -1507,6 +1513,8 @@ class Compiled:
         fname = _identifier(getattr(self.f, "__name__", "f").replace("<lambda>", "f"))
         source, live, functions, arrays, _ = _trace(self.f, args, names, positions, several, fname)
         fn = _load(source, f"{fname}_value_and_grad", functions)
+        if len(self._cache) >= CACHE_LIMIT:  # ever-new shapes: the oldest trace goes
+            del self._cache[next(iter(self._cache))]
         entry = self._cache[key] = _Entry(fn, arrays, live, source, several)
         self.traces += 1
         return entry

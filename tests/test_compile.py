@@ -9,6 +9,8 @@ source runs without tape; what a trace cannot see raises ``TraceError``.
 
 from __future__ import annotations
 
+import gc
+import linecache
 import subprocess
 import sys
 import traceback
@@ -503,3 +505,31 @@ def test_an_op_without_a_code_form_is_refused_naming_it():
     compiled = tape.compile(lambda x: apply(cube, (x,)).sum())
     with pytest.raises(tape.TraceError, match=r"'toy_cube' .* has no code form; add one to FORMS"):
         compiled(np.ones(3))
+
+
+# ---- what a compiled function keeps --------------------------------------------------------------
+
+
+def test_a_dropped_compiled_function_takes_its_source_lines_along() -> None:
+    # linecache shows the generated lines in tracebacks; it must not keep them forever
+    def ours() -> set:
+        return {k for k in linecache.cache if k.startswith("<tape.compile:")}
+
+    before = ours()
+    step = tape.compile(lambda w: (w * w).sum())
+    step(np.ones(3))
+    assert len(ours() - before) == 1
+    del step
+    gc.collect()
+    assert ours() == before
+
+
+def test_a_compiled_function_keeps_its_latest_traces_only(monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules["tape.compile"], "CACHE_LIMIT", 3)
+    f = lambda w: (w * w).sum()
+    step = tape.compile(f)
+    for n in range(1, 6):  # a new shape each call: a trace each
+        step(np.ones(n))
+    assert step.traces == 5 and len(step._cache) == 3
+    value, grad = step(np.arange(1.0, 2.0))  # shape (1,): its trace went, so it traces again
+    assert step.traces == 6 and value == 1.0 and grad.tolist() == [2.0]
