@@ -1448,3 +1448,78 @@ outer.defvjp(
 
 Tensor.expand_dims = expand_dims  # type: ignore[attr-defined]
 FUNCTION_OPS.update({np.expand_dims: expand_dims, np.split: split, np.einsum: einsum})
+
+
+# ---- NumPy's functions called on Tensors ---------------------------------------------------
+
+# NumPy's name for a parameter tape spells otherwise, and NumPy's parameters that change
+# nothing tape computes (einsum's contraction order)
+_NUMPY_NAMES = {"a_min": "min", "a_max": "max", "newshape": "shape"}
+_NUMPY_HINTS = {"optimize"}
+
+
+def _numpy_form(func: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` called the way NumPy calls ``func``: NumPy's parameter names and order.
+
+    ``np.clip(t, a_min=0)`` and ``np.sum(t, 0, None)`` (``dtype=None``) bind by
+    NumPy's own signature; the leading arguments are ``fn``'s inputs, the rest
+    its parameters by name. A NumPy parameter tape has no use for must keep its
+    default, or the error says which one and what to do instead.
+    """
+    try:
+        numpy_params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # no signature to bind by: tape's own
+        return fn
+    ours = inspect.signature(fn).parameters
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    inputs = builtins.sum(p.default is p.empty and p.kind in positional for p in ours.values())
+    numpy_sig = inspect.Signature(numpy_params)
+    name = f"np.{func.__name__}"
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = numpy_sig.bind(*args, **kwargs).arguments  # a wrong call: NumPy's own words
+        values, params = [], {}
+        for i, p in enumerate(numpy_params):
+            if p.name not in bound:
+                continue
+            value = bound[p.name]
+            if p.kind is p.VAR_POSITIONAL:
+                values.extend(value)
+            elif i < inputs:
+                values.append(value)
+            elif p.kind is p.VAR_KEYWORD:
+                params.update(value)
+            elif _NUMPY_NAMES.get(p.name, p.name) in ours:
+                key = _NUMPY_NAMES.get(p.name, p.name)
+                if ours[key].kind is p.VAR_POSITIONAL:  # reshape(x, *shape)
+                    values.append(value)
+                else:
+                    params[key] = value
+            elif not (value is p.default or p.name in _NUMPY_HINTS or _same(value, p.default)):
+                shown = describe(value) if isinstance(value, np.ndarray) else repr(value)
+                raise TypeError(
+                    f"{name} on a Tensor: tape's {fn.__name__} has no {p.name!r} (got "
+                    f"{shown}); leave it out, or apply it yourself (t.astype(dtype) for "
+                    f"a dtype), or call {name} on t.detach() if no gradient should flow"
+                )
+        for key in [k for k in params if k not in ours]:
+            raise TypeError(f"{name} on a Tensor: tape's {fn.__name__} has no {key!r}")
+        return fn(*values, **params)
+
+    return call
+
+
+def _same(value: Any, default: Any) -> bool:
+    return isinstance(value, str | bool) and type(value) is type(default) and value == default
+
+
+def _where_or_nonzero(condition: Any, x: Any = None, y: Any = None) -> Any:
+    """``np.where(cond, x, y)`` records ``where``; ``np.where(cond)`` is ``np.nonzero(cond)``."""
+    if x is None and y is None:
+        return np.nonzero(condition)
+    return where(condition, x, y)
+
+
+FUNCTION_OPS[np.where] = _where_or_nonzero
+for _func, _fn in list(FUNCTION_OPS.items()):
+    FUNCTION_OPS[_func] = _numpy_form(_func, _fn)

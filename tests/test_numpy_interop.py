@@ -164,6 +164,53 @@ def test_np_where_with_a_tensor_condition():
     np.testing.assert_array_equal(x.grad, [1.0, 0.0, 1.0])
 
 
+def test_np_where_with_only_a_condition_is_np_nonzero():
+    x = tape.tensor([[1.0, -2.0], [-3.0, 4.0]], requires_grad=True)
+    found = np.where(x > 0)
+    assert all(type(i) is np.ndarray for i in found)
+    np.testing.assert_array_equal(np.stack(found), np.stack(np.nonzero(x.data > 0)))
+
+
+# NumPy's own spelling of a call, which tape's function of the same op must accept:
+# (the call, its result on plain arrays is the reference, the op it must record)
+NUMPY_SPELLINGS = [
+    (lambda a: np.clip(a, a_min=0.0, a_max=1.0), "clamp"),
+    (lambda a: np.clip(a, 0.0, None), "clamp"),
+    (lambda a: np.reshape(a, shape=(3, 2)), "reshape"),
+    (lambda a: np.reshape(a, (3, 2), order="C"), "reshape"),
+    (lambda a: np.sum(a, 0, None), "sum"),  # the third positional is dtype
+    (lambda a: np.max(a, 0, None), "max"),  # ... and here out
+    (lambda a: np.std(a, 0, None, None, 1), "std"),  # ddof by position
+    (lambda a: np.mean(a, axis=1, keepdims=True), "mean"),
+    (lambda a: np.einsum("ij->j", a, optimize=True), "einsum"),  # a speed hint: ignored
+    (lambda a: np.transpose(a, (1, 0)), "transpose"),
+    (lambda a: np.concatenate([a, a], 1), "concatenate"),
+]
+
+
+@pytest.mark.parametrize(("call", "op"), NUMPY_SPELLINGS)
+def test_numpy_spellings_of_a_call_bind_as_numpy_binds_them(call, op):
+    data = np.arange(6.0).reshape(2, 3) - 2
+    x = tape.tensor(data, requires_grad=True)
+    out = call(x)
+    assert op_name(out.node) == op
+    np.testing.assert_allclose(out.data, call(data))
+
+
+@pytest.mark.parametrize(
+    ("call", "parameter"),
+    [
+        (lambda a: np.mean(a, 1, np.float32), "dtype"),
+        (lambda a: np.reshape(a, (3, 2), order="F"), "order"),
+        (lambda a: np.sum(a, where=np.ones((2, 3), bool)), "where"),
+    ],
+)
+def test_a_numpy_parameter_tape_cannot_honour_is_refused_by_name(call, parameter):
+    x = tape.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(TypeError, match=rf"no '{parameter}' \(got .*\); leave it out"):
+        call(x)
+
+
 def test_np_concatenate_and_stack_record_once():
     x = tape.tensor([1.0, 2.0], requires_grad=True)
     y = tape.tensor([3.0], requires_grad=True)
