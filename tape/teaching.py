@@ -189,13 +189,15 @@ class Steps(Sequence, Observer):
         self._labels: dict[Any, str] = {}
         self._totals: dict[Any, np.ndarray] = {}
         self._pending: list[tuple[Tensor, np.ndarray, Any]] = []  # leaves' totals, uncommitted
+        self._pass: tuple[tuple[list[Any], list[np.ndarray]], list[Step]] = (([], []), [])
         self.commits: list[tuple[int, Tensor, Any, np.ndarray, np.ndarray]] = []
         """Per ``backward()``: ``(pass, leaf, .grad before, the pass's total, .grad after)``."""
 
     # ---- the observer interface the walk calls ------------------------------------------
     def begin(self, roots: Sequence[Any], seeds: Sequence[Any]) -> None:
-        self.calls.append((list(roots), [_snapshot(s) for s in seeds]))
-        self._totals = dict(zip(roots, self.calls[-1][1]))
+        # the pass's call and steps join the ledger at end(): a pass that raised never happened
+        self._pass = ((list(roots), [_snapshot(s) for s in seeds]), [])
+        self._totals = dict(zip(roots, self._pass[0][1]))
         self._pending = []
 
     def total(self, key: Any, g: Any) -> Any:
@@ -203,7 +205,10 @@ class Steps(Sequence, Observer):
             self._pending.append((key, _snapshot(g), key.grad))
         return g
 
-    def end(self) -> None:  # backward() committed: each leaf's .grad += this pass's total
+    def end(self) -> None:  # the pass succeeded; backward() added each leaf's total to .grad
+        call, steps = self._pass
+        self.calls.append(call)
+        self._steps.extend(steps)
         for leaf, total, before in self._pending:
             if leaf.grad is not before:  # a new array: backward wrote it (tape.grad writes none)
                 was = None if before is None else np.array(before)
@@ -215,9 +220,10 @@ class Steps(Sequence, Observer):
         before = self._totals.get(key)
         after = contribution.copy() if before is None else np.asarray(before + contribution)
         self._totals[key] = after
+        steps = self._pass[1]
         step = Step(
-            len(self._steps) + 1,
-            len(self.calls),
+            len(self._steps) + len(steps) + 1,
+            len(self.calls) + 1,
             node,
             key,
             position,
@@ -226,7 +232,7 @@ class Steps(Sequence, Observer):
             after,
             tuple(np.shape(raw)),
         )
-        self._steps.append(step)
+        steps.append(step)
 
     # ---- a list of steps ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -823,6 +829,7 @@ def _steps_page(output: Tensor, grad: Any, show_data: bool, title: str | None, w
             )
         with GradMode(False):
             _, visited, _ = run([output], [start], make_pullback(graph=False), [steps])
+        steps.end()  # the page's own pass, which writes no .grad
     else:  # the values are gone: show what the releasing pass sent, kept on the records
         start, visited = _replay_sent(output, steps)
 
@@ -876,6 +883,7 @@ def _replay_sent(output: Tensor, steps: Steps) -> tuple[np.ndarray, list[Node]]:
         for position, (part, raw_shape) in sorted(node.sent[1].items()):
             raw = np.broadcast_to(np.zeros((), part.dtype), raw_shape)
             steps.sent(node, position, key_of(node.parents[position]), part, raw)
+    steps.end()
     return start, visited
 
 

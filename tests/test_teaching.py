@@ -103,6 +103,20 @@ def test_two_passes_are_numbered_and_each_starts_from_nothing():
     np.testing.assert_array_equal(x.grad, [14.0])
 
 
+def test_a_pass_that_raised_leaves_no_trace_in_the_ledger():
+    # it changed no .grad, so a learner must not read it as a pass that happened
+    x, y = fanout()
+    with tape.trace_backward() as steps:
+        handle = x.register_hook(lambda g: 1 / 0)  # fails after every step into x was taken
+        with pytest.raises(ZeroDivisionError):
+            y.backward(np.ones(1), retain_graph=True)
+        handle.remove()
+        y.backward(np.ones(1))
+    assert len(steps.calls) == 1 and [s.call for s in steps] == [1] * 4
+    assert [s.number for s in steps] == [1, 2, 3, 4]
+    assert len(steps.commits) == 1
+
+
 def test_broadcast_step_says_what_was_summed():
     x = tape.tensor(np.ones((4, 3)), requires_grad=True, name="x")
     b = tape.tensor(np.zeros(3), requires_grad=True, name="b")
