@@ -255,6 +255,12 @@ class Linear(Module):
                 f"Linear: parameters need a floating dtype, got {np.dtype(dtype)}; "
                 "use np.float64 or np.float32"
             )
+        sizes = (in_features, out_features)
+        if not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in sizes):
+            raise TypeError(
+                f"Linear: in_features and out_features are whole numbers of features, got "
+                f"({in_features!r}, {out_features!r}); pass ints, e.g. Linear(784, 256)"
+            )
         if in_features < 1 or out_features < 1:
             raise ValueError(
                 f"Linear: in_features and out_features must be positive, got "

@@ -59,7 +59,13 @@ class Tensor:
     ) -> None:
         if isinstance(data, Tensor):
             data = data.data
-        array = np.array(data, dtype=dtype)
+        try:
+            array = np.array(data, dtype=dtype)
+        except (ValueError, TypeError) as e:  # a ragged list, a dtype NumPy does not know
+            raise type(e)(
+                f"tensor: NumPy cannot make an array of this data ({e}); pass a rectangular "
+                "nested list or an array of numbers, and a NumPy dtype"
+            ) from e
         if requires_grad and not np.issubdtype(array.dtype, np.floating):
             raise TypeError(
                 f"tensor: requires_grad=True needs floating-point data, got {describe(array)}; "

@@ -541,3 +541,17 @@ def test_a_numpy_write_into_a_tensor_that_requires_grad_names_the_write(route):
     w = tape.tensor([1.0, 2.0], requires_grad=True, name="w")
     message = raises_unchanged(TypeError, lambda: WRITES_INTO[route](w), w)
     assert "write into 'w' float64[2] in place" in message and "tape.no_grad()" in message
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "match"),
+    [
+        (lambda: tape.tensor([[1.0], [2.0, 3.0]]), ValueError, r"^tensor: .*rectangular"),
+        (lambda: tape.tensor([1.0], dtype="nope"), TypeError, r"^tensor: .*'nope'"),
+        (lambda: tape.nn.Linear(3.5, 2), TypeError, r"^Linear: .*\(3\.5, 2\); pass ints"),
+        (lambda: tape.nn.Linear(True, 2), TypeError, r"^Linear: .*pass ints"),
+    ],
+)
+def test_making_a_tensor_or_a_layer_from_bad_arguments_names_the_maker(call, kind, match):
+    with pytest.raises(kind, match=match):
+        call()
