@@ -153,6 +153,65 @@ def interleave(runners: dict[str, Rep], reps: int, warmup: int = 1) -> dict[str,
     return times
 
 
+# ---- the yardstick: the least a tape written in Python costs ---------------------------------
+#
+# A record is a tuple ``(output, ((parent, vjp), ...))`` appended to one list; ``least_backward``
+# walks it newest first and adds each VJP's result into its parent's ``grad``. Nothing else: no
+# checks of shapes, dtypes or in-place changes, no source line per record, no freeing of saved
+# values, no flows kept for diagrams, no per-thread tape. Its ratio is Python's own price of a
+# tape (a call per op, a closure per VJP, a tuple per record); the engine's ratio minus this one
+# is what the engine's promises cost. Only the ops the per-op chain and the fan-out use.
+
+LEAST_TAPE: list[tuple] = []
+
+
+class LeastValue:
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: Any) -> None:
+        self.data, self.grad = data, None
+
+    # Each op records inline: a helper call per op would bill the yardstick a call it need not pay
+    def __mul__(self, c: np.ndarray) -> LeastValue:  # times a constant
+        out = LeastValue(self.data * c)
+        LEAST_TAPE.append((out, ((self, lambda g: g * c),)))
+        return out
+
+    def __add__(self, other: Any) -> LeastValue:  # a constant, or another value
+        if other.__class__ is LeastValue:
+            out = LeastValue(self.data + other.data)
+            LEAST_TAPE.append((out, ((self, _pass), (other, _pass))))
+        else:
+            out = LeastValue(self.data + other)
+            LEAST_TAPE.append((out, ((self, _pass),)))
+        return out
+
+    def tanh(self) -> LeastValue:
+        y = np.tanh(self.data)
+        out = LeastValue(y)
+        LEAST_TAPE.append((out, ((self, lambda g: g * (1 - y * y)),)))
+        return out
+
+    def relu(self) -> LeastValue:
+        y = np.maximum(self.data, 0)
+        out = LeastValue(y)
+        LEAST_TAPE.append((out, ((self, lambda g: g * (y > 0)),)))
+        return out
+
+
+def _pass(g: Any) -> Any:
+    return g
+
+
+def least_backward(y: LeastValue, seed: np.ndarray) -> None:
+    y.grad = seed
+    for out, edges in reversed(LEAST_TAPE):
+        for parent, vjp in edges:
+            part = vjp(out.grad)
+            parent.grad = part if parent.grad is None else parent.grad + part
+    LEAST_TAPE.clear()
+
+
 # ---- 1. MLP train step ---------------------------------------------------------------------
 
 
@@ -327,6 +386,25 @@ def perop_floor(x0: np.ndarray, c: np.ndarray, a: np.ndarray, n_ops: int) -> Rep
     return rep
 
 
+def perop_least(x0: np.ndarray, c: np.ndarray, a: np.ndarray, n_ops: int) -> Rep:
+    """The same chain through the yardstick tape (``LeastValue``)."""
+    seed = np.ones_like(x0)
+
+    def rep() -> tuple[dict[str, float], Any]:
+        x = LeastValue(x0)
+        t0 = perf_counter()
+        h = x
+        for _ in range(n_ops // 4):
+            h = (h * c + a).tanh().relu()
+        t1 = perf_counter()
+        least_backward(h, seed)
+        t2 = perf_counter()
+        times = {"time": t2 - t0, "forward": t1 - t0, "backward": t2 - t1}
+        return {k: v / n_ops for k, v in times.items()}, x.grad
+
+    return rep
+
+
 def perop_chain(x: Any, c: np.ndarray, a: np.ndarray, n_ops: int) -> Any:
     """The per-op chain as a function, summed to a scalar for ``tape.compile``."""
     h = x
@@ -407,6 +485,22 @@ def fanout_floor(w0: np.ndarray, cs: list) -> Rep:
         for c in cs[1:]:
             dw += g * c  # one contribution per use
         return {"time": perf_counter() - t0}, dw
+
+    return rep
+
+
+def fanout_least(w0: np.ndarray, cs: list) -> Rep:
+    """The same fan-out through the yardstick tape (``LeastValue``)."""
+    seed = np.ones_like(w0)
+
+    def rep() -> tuple[dict[str, float], Any]:
+        w = LeastValue(w0)
+        total = w * cs[0]
+        for c in cs[1:]:
+            total = total + w * c
+        t0 = perf_counter()
+        least_backward(total, seed)
+        return {"time": perf_counter() - t0}, w.grad
 
     return rep
 
@@ -502,6 +596,22 @@ def chain_engine(n: int) -> Rep:
         gc2, t2 = _GC_SECONDS[0], perf_counter()
         times = {"time": t2 - t1, "forward": t1 - t0, "gc_time": gc2 - gc1, "gc_forward": gc1 - gc0}
         return {k: v / n for k, v in times.items()}, x.grad
+
+    return rep
+
+
+def chain_least(n: int) -> Rep:
+    """The same chain through the yardstick tape (``LeastValue``)."""
+    seed = np.ones(1)
+
+    def rep() -> tuple[dict[str, float], Any]:
+        x = LeastValue(np.ones(1))
+        h = x
+        for _ in range(n // 2):
+            h = h * CHAIN_C + CHAIN_A
+        t0 = perf_counter()
+        least_backward(h, seed)
+        return {"time": (perf_counter() - t0) / n}, x.grad
 
     return rep
 
@@ -612,6 +722,7 @@ def child(kind: str, arg: str, sizes: dict) -> dict[str, Any]:
             "engine": perop_engine(*data, s["n_ops"]),
             "floor": perop_floor(*data, s["n_ops"]),
             "compiled": perop_compiled(*data, s["n_ops"]),
+            "least": perop_least(*data, s["n_ops"]),
         }
         _with_torch(runners, lambda: perop_torch(*data, s["n_ops"]))
         return interleave(runners, s["reps"], warmup=3)
@@ -623,6 +734,7 @@ def child(kind: str, arg: str, sizes: dict) -> dict[str, Any]:
             "floor": fanout_floor(*data),
             "compiled": fanout_compiled(*data),
             "floor_both": fanout_floor_both(*data),
+            "least": fanout_least(*data),
         }
         _with_torch(runners, lambda: fanout_torch(*data))
         return interleave(runners, s["reps"], warmup=3)
@@ -635,7 +747,11 @@ def child(kind: str, arg: str, sizes: dict) -> dict[str, Any]:
             {"engine": chain_engine(s["n"]), "floor": chain_floor(s["n"])}, s["reps"], warmup=0
         )
         small = interleave(
-            {"engine": chain_engine(s["n_small"]), "floor": chain_floor(s["n_small"])},
+            {
+                "engine": chain_engine(s["n_small"]),
+                "floor": chain_floor(s["n_small"]),
+                "least": chain_least(s["n_small"]),
+            },
             s["reps_small"],
             warmup=0,
         )
@@ -747,6 +863,13 @@ def compiled_row(times: dict, key: str, scale: float, target: float | None, note
     )  # fmt: skip
 
 
+def least_row(times: dict, scale: float) -> Row:
+    """The yardstick tape (``LeastValue``) against the same floor: no target, a bound."""
+    least = {"engine": times["least"], "floor": times["floor"]}
+    note = "a bare Python tape: no checks, lines, release, flows"
+    return timing_row("  least Python tape", least, "time", scale, None, note)
+
+
 def _gc_share(times: dict, part: str, what: str) -> str:
     """What share of the engine's ``part`` the cyclic garbage collector took (best rep)."""
     e = times["engine"]
@@ -776,12 +899,14 @@ def collect(names: list[str], quick: bool) -> list[Row]:
                 label = f"  {part} only (us/op)"
                 rows.append(timing_row(label, r, part, 1e6, None, _gc_share(r, part, part)))
             rows.append(compiled_row(r, "time", 1e6, 1.1, "fwd+bwd, one more op (the sum)"))
+            rows.append(least_row(r, 1e6))
         elif name == "fanout":
             r = spawn("fanout", "-", quick)
             uses = sizes["fanout"]["uses"]
             rows.append(timing_row(f"fan-out, w used {uses}x, backward (ms)", r, "time", 1e3, 3.0))
             both = {"compiled": r["compiled"], "floor": r["floor_both"]}
             rows.append(compiled_row(both, "time", 1e3, 1.1, "fwd+bwd, against fwd+bwd by hand"))
+            rows.append(least_row(r, 1e3))
         elif name == "trace":
             r = spawn("trace", "-", quick)
             n = sizes["perop"]["n_ops"]
@@ -810,6 +935,7 @@ def collect(names: list[str], quick: bool) -> list[Row]:
             rows.append(
                 timing_row(f"  {ks}-node chain, backward (us/node)", small, "time", 1e6, None)
             )
+            rows.append(least_row(small, 1e6))
             lin = {w: min(big[w]["time"]) / min(small[w]["time"]) for w in big}
             rows.append(
                 Row(

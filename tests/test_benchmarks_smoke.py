@@ -102,6 +102,20 @@ def test_compiled_runners_compute_what_the_floor_computes(bench):
     np.testing.assert_allclose(compiled, floor, rtol=1e-12)
 
 
+def test_least_tape_computes_what_the_floor_computes(bench):
+    # the yardstick's ratio is a bound only if it does the floor's arithmetic, all of it
+    data = bench.perop_data(width=5)
+    _, least = bench.perop_least(*data, n_ops=40)()
+    _, floor = bench.perop_floor(*data, n_ops=40)()
+    np.testing.assert_allclose(least, floor, rtol=1e-12)
+    data = bench.fanout_data(width=6, uses=7)
+    _, least = bench.fanout_least(*data)()
+    np.testing.assert_allclose(least, np.sum(data[1], axis=0), rtol=1e-12)
+    _, least = bench.chain_least(n=20)()
+    np.testing.assert_allclose(least, [bench.CHAIN_C**10], rtol=1e-12)
+    assert bench.LEAST_TAPE == []  # each pass clears its tape: repetitions do not pile up
+
+
 def test_trace_times_are_measured(bench):
     sizes = {
         "mlp": {"batch": 8, "n_in": 12, "n_hidden": 6, "n_out": 3},
