@@ -27,7 +27,6 @@ from __future__ import annotations
 import gc
 import itertools
 import threading
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from heapq import heappop, heappush, heappushpop
@@ -492,7 +491,7 @@ def _small(value: Any) -> Any:
     return data if data.size <= FLOW_LIMIT else tuple(data.shape)
 
 
-def keep_flows(output: Tensor, ran: list, steps: list, limit: int | None = FLOW_RECORDS) -> None:
+def keep_flows(ran: list, steps: list, hold: bool, limit: int | None = FLOW_RECORDS) -> None:
     """Keep on each record what the pass sent along its edges, for diagrams (``node.sent``).
 
     ``node.sent`` is ``(g, {position: (part, raw_shape)})``. Only the latest
@@ -501,9 +500,13 @@ def keep_flows(output: Tensor, ran: list, steps: list, limit: int | None = FLOW_
     each gradient as an array while it has at most ``FLOW_LIMIT`` entries (its
     shape otherwise): what a diagram shows costs no memory worth naming, and a
     loop that keeps its losses keeps no flows. A diagram's own pass asks for
-    every record's flows (``limit=None``). The thread holds the records until
-    its next pass or until ``output`` is dropped, whichever comes first: a
-    dropped graph (its saved values, after ``retain_graph=True``) goes at once.
+    every record's flows (``limit=None``).
+
+    ``hold``: the pass released its records, so the thread may hold them (and
+    their flows) until its next pass lets them go; they keep no saved values.
+    Records still holding saved values (``retain_graph=True``, a diagram's own
+    pass) are not held: they keep their flows for as long as the graph lives,
+    and a dropped graph goes at once, activations and all.
     """
     _let_go(state.flowed)  # the previous pass's
     if limit is not None and len(ran) > limit:
@@ -524,8 +527,8 @@ def keep_flows(output: Tensor, ran: list, steps: list, limit: int | None = FLOW_
             node.notes = {"sent": (small, parts)}
         else:
             node.notes["sent"] = (small, parts)
-    state.flowed = ran
-    state.flowed_output = weakref.ref(output, lambda _: _let_go(ran))
+    if hold:
+        state.flowed = ran
 
 
 def _let_go(nodes: list) -> None:
@@ -536,7 +539,7 @@ def _let_go(nodes: list) -> None:
             notes.pop("sent", None)
             if not notes:
                 node.notes = None
-    nodes.clear()
+    state.flowed = []
 
 
 class Flows(Observer):
@@ -692,7 +695,7 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
             add_into_grad(t, g)
         for o in observers:
             o.end()
-    keep_flows(self, ran, steps)
+    keep_flows(ran, steps, hold=not retain_graph)
     if not retain_graph:
         release(ran, "backward")
 

@@ -76,7 +76,6 @@ class ThreadState(threading.local):
         self.recording: Tape | None = self.tape
         self.observers: list[Any] = []  # what trace_backward asked to watch every pass
         self.flowed: list[Any] = []  # the records that keep the latest pass's flows
-        self.flowed_output: Any = None  # a weak link to that pass's output: it lets them go
 
 
 def _mode(name: str) -> property:

@@ -228,7 +228,7 @@ def trace_flow(outputs: Sequence[Tensor]) -> None:
         with GradMode(False):
             seeds = [np.ones(t.shape, t.dtype) for t in outs]
             _, ran, _ = run(outs, seeds, make_pullback(False), [flows])
-        keep_flows(outs[0], ran, flows.steps, limit=None)
+        keep_flows(ran, flows.steps, hold=False, limit=None)  # the graph keeps its values
 
 
 def _flows_missing(outs: list[Tensor]) -> bool:
