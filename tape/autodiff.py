@@ -299,8 +299,10 @@ def _released_error(node: Node) -> RuntimeError:
 def _check_unchanged(node: Node) -> None:
     """The VJP reads the values the op saw: refuse if one was changed in place since.
 
-    Those are what the record saved, and the arrays among its parameters: an
-    index (``x[i]`` with ``i`` a Tensor) or a condition (``tape.where``).
+    Those are what the record saved, and the arrays among a built-in op's
+    parameters: an index (``x[i]`` with ``i`` a Tensor) or a condition
+    (``tape.where``). A Function's backward reads only its context, never the
+    keyword arguments its forward took.
     """
     for k, value in zip(node.primitive.sources(len(node.parents)), node.saved):
         if k < 0:
@@ -314,6 +316,8 @@ def _check_unchanged(node: Node) -> None:
                 label = f"'{name}' " if name else ""
                 what = f"input {k - 1} ({label}{describe(value)})"
             raise _changed_error(node, what)
+    if node.primitive.once:
+        return
     for key, value in node.params.items():
         for array in value if isinstance(value, tuple) else (value,):
             if changed_at(array) > node.index:

@@ -496,6 +496,17 @@ def min(x, axis=None, keepdims=False):
 min.defvjp(_extremum_vjp)
 
 
+def _max_kept(x: Any, axis: Any) -> Any:
+    """The max along ``axis`` as a size-1 axis: the shift that keeps ``exp`` from overflowing.
+
+    An empty float axis has no max: ``-inf`` there (the softmax of nothing is
+    empty, its logsumexp ``-inf``, as in PyTorch). Integers have no ``-inf``.
+    """
+    if x.dtype.kind == "f":
+        return np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    return np.max(x, axis=axis, keepdims=True)
+
+
 @op("softmax")
 def softmax(x, axis=-1):
     """``s = exp(x) / sum(exp(x))`` along ``axis``, stable; ``gᵀJ = s ⊙ (g − ⟨g, s⟩)``.
@@ -504,8 +515,7 @@ def softmax(x, axis=-1):
     >>> (x.softmax() * [1.0, 0.0]).sum().backward(); x.grad
     array([ 0.25, -0.25])
     """
-    # initial: an empty axis has no max, and its softmax is empty, as in PyTorch
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
+    e = np.exp(x - _max_kept(x, axis))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -521,9 +531,8 @@ def log_softmax(x, axis=-1):
     >>> x.log_softmax()[0].backward(); x.grad
     array([ 0.5, -0.5])
     """
-    # initial: an empty axis has no max (its result is empty, and log Σ over it log 0)
-    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-    with np.errstate(divide="ignore"):
+    shifted = x - _max_kept(x, axis)
+    with np.errstate(divide="ignore"):  # log Σ over an empty axis is log 0: the result is empty
         return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
@@ -1050,7 +1059,7 @@ def logsumexp(x, axis=None, keepdims=False):
     array([0.5, 0.5])
     """
     axis = _axis(axis)
-    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # an empty axis: −inf
+    m = _max_kept(x, axis)
     m = np.where(np.isfinite(m), m, 0)  # all −inf, an empty axis (or an inf): shift by nothing
     with np.errstate(divide="ignore"):  # log 0 = −inf is the right answer for all −inf
         out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m

@@ -332,6 +332,25 @@ def test_a_changed_index_or_condition_tensor_is_caught_at_backward(case):
     assert x.grad is None
 
 
+def test_a_change_to_a_functions_keyword_argument_is_allowed():
+    # a Function's backward reads its context only, never what its forward took by keyword
+    class AddBias(tape.Function):
+        @staticmethod
+        def forward(ctx, x, bias):
+            return x + bias
+
+        @staticmethod
+        def backward(ctx, g):
+            return (g,)
+
+    x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = tape.tensor([1.0, 1.0, 1.0])
+    y = AddBias.apply(x, bias=b.data)
+    b += 1.0
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 1.0, 1.0])
+
+
 def test_item_assignment_while_recording_is_refused_before_anything_is_written():
     c = tape.tensor(np.arange(4.0), requires_grad=True)
     before = c.data.copy()

@@ -432,3 +432,12 @@ def test_stabilised_ops_over_an_empty_axis(op, expected) -> None:
     assert x.grad.shape == (0, 3)
     value, grad = tape.compile(lambda t: op(t).sum())(np.empty((0, 3)))
     assert value == expected.sum() and grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("op", [tape.softmax, tape.log_softmax, tape.logsumexp])
+def test_stabilised_ops_on_integers_compute_in_floats(op) -> None:
+    # an integer has no -inf to shift an empty axis by: its max shifts as before
+    x = np.array([1, 2, 3])
+    out = op(tape.tensor(x))
+    reference = op(tape.tensor(x.astype(float)))
+    np.testing.assert_allclose(out.data, reference.data)
