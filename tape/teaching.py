@@ -172,6 +172,18 @@ def _html_table(
     )
 
 
+class _Pass:
+    """One backward pass under way, as the ledger gathers it."""
+
+    __slots__ = ("roots", "seeds", "steps", "totals", "pending")
+
+    def __init__(self, roots: list[Any], seeds: list[np.ndarray]) -> None:
+        self.roots, self.seeds = roots, seeds
+        self.steps: list[Step] = []
+        self.totals: dict[Any, np.ndarray] = dict(zip(roots, seeds))  # each key's sum so far
+        self.pending: list[tuple[Tensor, np.ndarray, Any]] = []  # leaves' totals, uncommitted
+
+
 class Steps(Sequence, Observer):
     """The ledger a ``trace_backward`` block fills: one ``Step`` per ``+=``, in order.
 
@@ -187,52 +199,40 @@ class Steps(Sequence, Observer):
         self.calls: list[tuple[list[Any], list[np.ndarray]]] = []
         """One entry per backward pass: its outputs (as walk keys) and seeds."""
         self._labels: dict[Any, str] = {}
-        self._totals: dict[Any, np.ndarray] = {}
-        self._pending: list[tuple[Tensor, np.ndarray, Any]] = []  # leaves' totals, uncommitted
-        self._pass: tuple[tuple[list[Any], list[np.ndarray]], list[Step]] = (([], []), [])
+        # the passes under way, innermost last (a hook may run tape.grad inside a pass): each
+        # joins the ledger when it ends, so a pass that raised never happened
+        self._open: list[_Pass] = []
         self.commits: list[tuple[int, Tensor, Any, np.ndarray, np.ndarray]] = []
         """Per ``backward()``: ``(pass, leaf, .grad before, the pass's total, .grad after)``."""
 
     # ---- the observer interface the walk calls ------------------------------------------
     def begin(self, roots: Sequence[Any], seeds: Sequence[Any]) -> None:
-        # the pass's call and steps join the ledger at end(): a pass that raised never happened
-        self._pass = ((list(roots), [_snapshot(s) for s in seeds]), [])
-        self._totals = dict(zip(roots, self._pass[0][1]))
-        self._pending = []
+        self._open.append(_Pass(list(roots), [_snapshot(s) for s in seeds]))
 
     def total(self, key: Any, g: Any) -> Any:
         if not isinstance(key, Node):  # a leaf's total: backward() adds it into .grad
-            self._pending.append((key, _snapshot(g), key.grad))
+            self._open[-1].pending.append((key, _snapshot(g), key.grad))
         return g
 
     def end(self) -> None:  # the pass succeeded; backward() added each leaf's total to .grad
-        call, steps = self._pass
-        self.calls.append(call)
-        self._steps.extend(steps)
-        for leaf, total, before in self._pending:
+        done = self._open.pop()
+        self.calls.append((done.roots, done.seeds))
+        for step in done.steps:  # numbered as they join: an inner pass may have ended first
+            step.number, step.call = len(self._steps) + 1, len(self.calls)
+            self._steps.append(step)
+        for leaf, total, before in done.pending:
             if leaf.grad is not before:  # a new array: backward wrote it (tape.grad writes none)
                 was = None if before is None else np.array(before)
                 self.commits.append((len(self.calls), leaf, was, total, np.array(leaf.grad)))
-        self._pending = []
 
     def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
+        current = self._open[-1]
         contribution = _snapshot(part)
-        before = self._totals.get(key)
+        before = current.totals.get(key)
         after = contribution.copy() if before is None else np.asarray(before + contribution)
-        self._totals[key] = after
-        steps = self._pass[1]
-        step = Step(
-            len(self._steps) + len(steps) + 1,
-            len(self.calls) + 1,
-            node,
-            key,
-            position,
-            contribution,
-            before,
-            after,
-            tuple(np.shape(raw)),
-        )
-        steps.append(step)
+        current.totals[key] = after
+        step = Step(0, 0, node, key, position, contribution, before, after, tuple(np.shape(raw)))
+        current.steps.append(step)
 
     # ---- a list of steps ----------------------------------------------------------------
     def __len__(self) -> int:

@@ -117,6 +117,24 @@ def test_a_pass_that_raised_leaves_no_trace_in_the_ledger():
     assert len(steps.commits) == 1
 
 
+def test_a_pass_run_inside_another_keeps_both_in_the_ledger():
+    # a hook that takes a gradient (a penalty) runs a pass while the outer one is under way
+    x = tape.tensor([1.0, 2.0], requires_grad=True, name="x")
+    a = tape.tensor([3.0, 4.0], requires_grad=True, name="a")
+    h = x * x
+    side = (a * a).sum()
+    h.register_hook(lambda g: (tape.grad(side, [a], retain_graph=True), g)[1])
+    loss = (h * 3.0).sum()
+    with tape.trace_backward() as steps:
+        loss.backward()
+    inner, outer = (roots[0] for roots, _ in steps.calls)  # numbered as they end
+    assert inner is side.node and outer is loss.node
+    assert [s.call for s in steps] == [1] * 3 + [2] * 4
+    assert [s.number for s in steps] == list(range(1, 8))
+    assert steps.of(x)[-1].grad_after.tolist() == [6.0, 12.0]
+    assert steps.of(a)[-1].grad_after.tolist() == [6.0, 8.0]
+
+
 def test_broadcast_step_says_what_was_summed():
     x = tape.tensor(np.ones((4, 3)), requires_grad=True, name="x")
     b = tape.tensor(np.zeros(3), requires_grad=True, name="b")
