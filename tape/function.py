@@ -331,16 +331,20 @@ def _forward_error(op: Op, args: tuple, params: dict, e: Exception) -> Exception
         f"'{a.name}' {describe(a)}" if isinstance(a, Tensor) and a.name else describe(a)
         for a in args
     )
-    shown = "".join(
-        f", {k}={describe(v) if isinstance(v, np.ndarray) else repr(v)}"  # an index: its shape
-        for k, v in params.items()
-        if k != "ctx"
-    )
+    shown = "".join(f", {k}={_shown(v)}" for k, v in params.items() if k != "ctx")
     fix = op.hint(*args, **params) if op.hint is not None else None
     message = f"{op.name}({operands}{shown}): {e}" + (f"; {fix}" if fix else "")
     # API.md's classes: shapes and axes ValueError (NumPy's AxisError is one), dtypes TypeError
     kind = next(k for k in (ValueError, TypeError, IndexError) if isinstance(e, k))
     return kind(message)
+
+
+def _shown(value: Any) -> str:
+    """A parameter as an error shows it: an array (alone or in an index tuple) by its shape."""
+    if isinstance(value, tuple):
+        parts = [describe(v) if isinstance(v, np.ndarray) else repr(v) for v in value]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    return describe(value) if isinstance(value, np.ndarray) else repr(value)
 
 
 def _check_forward_finite(op: Op, args: tuple, out: np.ndarray) -> None:

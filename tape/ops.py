@@ -1487,7 +1487,7 @@ def _numpy_form(func: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         bound = numpy_sig.bind(*args, **kwargs).arguments  # a wrong call: NumPy's own words
-        values, params = [], {}
+        values, params, given = [], {}, {}
         for i, p in enumerate(numpy_params):
             if p.name not in bound:
                 continue
@@ -1502,8 +1502,10 @@ def _numpy_form(func: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
                 key = _NUMPY_NAMES.get(p.name, p.name)
                 if ours[key].kind is p.VAR_POSITIONAL:  # reshape(x, *shape)
                     values.append(value)
+                elif key in params:  # np.clip(t, 0, 1, min=0): a_min and min
+                    raise TypeError(f"{name}: {given[key]} and {p.name} are one parameter")
                 else:
-                    params[key] = value
+                    params[key], given[key] = value, p.name
             elif not (value is p.default or p.name in _NUMPY_HINTS or _same(value, p.default)):
                 shown = describe(value) if isinstance(value, np.ndarray) else repr(value)
                 raise TypeError(
@@ -1526,6 +1528,8 @@ def _where_or_nonzero(condition: Any, x: Any = None, y: Any = None) -> Any:
     """``np.where(cond, x, y)`` records ``where``; ``np.where(cond)`` is ``np.nonzero(cond)``."""
     if x is None and y is None:
         return np.nonzero(condition)
+    if x is None or y is None:
+        raise TypeError("np.where: give both x and y, or neither (then it is np.nonzero)")
     return where(condition, x, y)
 
 

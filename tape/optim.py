@@ -88,6 +88,13 @@ class Optimizer(ABC):
         due = [entry for entry in due if entry[2] is not None]
         for i, p, grad, state in due:
             kept = [v for v in state.values() if isinstance(v, np.ndarray)]
+            if p.data.dtype.kind != "f" or not p.data.flags.writeable:
+                raise TypeError(
+                    f"{type(self).__name__}.step: parameter {i} is {label(p)}, which a step "
+                    "cannot update in place (it needs a writeable float array); was its .data "
+                    "replaced? Give it float data, e.g. p.data = p.data.astype(np.float64) "
+                    "(nothing was updated)"
+                )
             if grad.shape != p.shape or any(v.shape != p.shape for v in kept):
                 found = (
                     f"its .grad is {describe(grad)}"

@@ -233,8 +233,9 @@ class Tensor:
             )
         try:
             ufunc(self.data, other.data if isinstance(other, Tensor) else other, out=self.data)
-        except (TypeError, ValueError) as e:
-            raise type(e)(
+        except (TypeError, ValueError) as e:  # NumPy's own subclasses take other arguments
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(
                 f"{symbol}: cannot update {describe(self)} with {describe(other)}: {e}"
             ) from e
         mark_changed(self.data)

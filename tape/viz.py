@@ -265,7 +265,7 @@ def _index_text(k: Any) -> str:
     if k is None:
         return "None"
     if isinstance(k, Freed):  # a released record keeps only an index array's shape
-        return f"mask{list(k.shape)}" if k.dtype == bool else repr(k)
+        return f"mask{list(k.shape)}" if k.dtype == bool else f"{k.dtype}{list(k.shape)}"
     if isinstance(k, list):
         k = np.asarray(k)
     if isinstance(k, np.ndarray):

@@ -359,6 +359,18 @@ def test_in_place_update_with_a_bad_shape_under_no_grad(graph):
     assert tape.is_grad_enabled()
 
 
+def test_in_place_update_that_numpy_cannot_cast():
+    # NumPy raises its own subclass of TypeError here, which takes other arguments
+    counts = tape.tensor([1, 2])
+
+    def update() -> None:
+        nonlocal counts
+        counts += 0.5
+
+    message = raises_unchanged(TypeError, update, counts)
+    assert message.startswith("+=: cannot update int64[2] with float[]")
+
+
 # ---- user Functions that fail --------------------------------------------------------------------
 
 
@@ -555,3 +567,11 @@ def test_a_numpy_write_into_a_tensor_that_requires_grad_names_the_write(route):
 def test_making_a_tensor_or_a_layer_from_bad_arguments_names_the_maker(call, kind, match):
     with pytest.raises(kind, match=match):
         call()
+
+
+@pytest.mark.parametrize("key", [np.arange(300), (np.arange(300), np.arange(300) + 5)])
+def test_a_forward_error_shows_an_index_array_by_its_shape(key):
+    # logits[arange(N), labels] with a bad label: the message must not print N numbers
+    x = tape.tensor(np.ones((3, 4)), requires_grad=True)
+    message = raises_unchanged(IndexError, lambda: x[key], x)
+    assert "int64[300]" in message and len(message) < 200

@@ -156,7 +156,7 @@ def test_step_updates_in_place_and_records_nothing(make, fresh_tape: tape.Tape) 
 @pytest.mark.parametrize(
     "make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps, lr=0.1)]
 )
-@pytest.mark.parametrize("mismatch", [".grad", "state"])
+@pytest.mark.parametrize("mismatch", [".grad", "state", "int data", "read-only data"])
 def test_a_step_that_raises_changes_no_parameter_and_no_state(make, mismatch) -> None:
     a = tape.tensor([1.0, 2.0], requires_grad=True, name="a")
     b = tape.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True, name="b")
@@ -167,12 +167,17 @@ def test_a_step_that_raises_changes_no_parameter_and_no_state(make, mismatch) ->
         b.grad = None
         b.data = b.data.reshape(4)
         (a.sum() + b.sum()).backward()
-    else:  # b changes shape while its .grad is still the old one
+    elif mismatch == ".grad":  # b changes shape while its .grad is still the old one
         (a.sum() + b.sum()).backward()
         b.data = b.data.reshape(4)
+    else:  # same shape, but a step cannot write into it
+        (a.sum() + b.sum()).backward()
+        b.data = np.ones(4, dtype=np.int64) if mismatch == "int data" else np.ones(4)
+        b.data.flags.writeable = mismatch == "int data"
     a_before = a.data.copy()
     state_before = [{k: np.copy(v) for k, v in s.items()} for s in opt.state]
-    with pytest.raises(ValueError, match=r"step: parameter 1 is 'b' float64\[4\] but its"):
+    kind = ValueError if mismatch in (".grad", "state") else TypeError
+    with pytest.raises(kind, match=r"step: parameter 1 is 'b' \w+\[4\]"):
         opt.step()
     np.testing.assert_array_equal(a.data, a_before)  # parameter 0 came first, and was not updated
     for before, after in zip(state_before, opt.state):
