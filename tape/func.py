@@ -43,6 +43,7 @@ passes. The Higher order page of the docs works it through.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -122,6 +123,7 @@ class _Inputs:
                 self.fresh.append(leaf)
             self.args[p] = leaf
             self.wrt.append(leaf)
+        self._entered, self._entered_lock = 0, threading.Lock()
         self.grad_on = is_grad_enabled()  # the caller's mode: f itself always runs recording
         self.recorded = self.grad_on and any(
             isinstance(a, Tensor) and a.requires_grad for a in args
@@ -138,13 +140,18 @@ class _Inputs:
         return t
 
     def __enter__(self) -> _Inputs:
-        for t in self.fresh:
-            t.requires_grad = True
+        with self._entered_lock:  # vjp_fn called from several threads at once
+            self._entered += 1
+            for t in self.fresh:
+                t.requires_grad = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for t in self.fresh:
-            t.requires_grad = False
+        with self._entered_lock:  # the last call to leave, not the first, ends them
+            self._entered -= 1
+            if not self._entered:
+                for t in self.fresh:
+                    t.requires_grad = False
 
 
 def _reaches_others(outs: Sequence[Tensor], own: Sequence[Tensor]) -> bool:

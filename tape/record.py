@@ -113,6 +113,7 @@ class Watched:
 
     def __init__(self) -> None:
         self._by_id: dict[int, tuple[weakref.ref, Watch]] = {}
+        self._making = threading.Lock()  # two threads' first hooks on one tensor: one entry
 
     def get(self, t: Any) -> Watch | None:
         entry = self._by_id.get(id(t))
@@ -122,9 +123,13 @@ class Watched:
         """``t``'s entry, made on first use."""
         found = self.get(t)
         if found is None:
-            key = id(t)
-            found = Watch()
-            self._by_id[key] = (weakref.ref(t, lambda _: self._by_id.pop(key, None)), found)
+            with self._making:
+                found = self.get(t)
+                if found is None:
+                    key = id(t)
+                    found = Watch()
+                    ref = weakref.ref(t, lambda _: self._by_id.pop(key, None))
+                    self._by_id[key] = (ref, found)
         return found
 
     def items(self) -> list[tuple[Any, Watch]]:
@@ -561,14 +566,25 @@ def _base(array: np.ndarray) -> np.ndarray:
     return array
 
 
+_CHANGING = threading.Lock()  # threads stepping their optimizers at once
+_PRUNE_AT = [1024]
+
+
 def mark_changed(array: np.ndarray) -> None:
-    """Note that ``array``'s buffer was written in place, now."""
+    """Note that ``array``'s buffer was written in place, now.
+
+    Under a lock: the registry is pruned while others write to it, and an index
+    taken and stored by two threads out of order would move ``LAST_CHANGE``
+    back, and the check would skip records older than a change.
+    """
     base = _base(array)
-    LAST_CHANGE[0] = index = next(INDEX)
-    if len(_CHANGED) > 1024:  # drop buffers that died
-        for key in [k for k, (_, r) in _CHANGED.items() if r() is None]:
-            del _CHANGED[key]
-    _CHANGED[id(base)] = (index, weakref.ref(base))
+    with _CHANGING:
+        LAST_CHANGE[0] = index = next(INDEX)
+        if len(_CHANGED) > _PRUNE_AT[0]:  # drop buffers that died, when the registry doubled
+            for key in [k for k, (_, r) in _CHANGED.items() if r() is None]:
+                del _CHANGED[key]
+            _PRUNE_AT[0] = max(1024, 2 * len(_CHANGED))
+        _CHANGED[id(base)] = (index, weakref.ref(base))
 
 
 def changed_at(array: Any) -> int:

@@ -7,6 +7,8 @@ differences of the function itself, never from the transform under test.
 from __future__ import annotations
 
 import doctest
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -291,6 +293,25 @@ def test_vjp_returns_the_output_and_a_function_callable_many_times(rng):
         assert isinstance(result, tuple) and len(result) == 1
         np.testing.assert_allclose(result[0], u @ jac, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(vjp_fn(us[0])[0], vjp_fn(us[0])[0])
+
+
+def test_one_vjp_fn_called_from_many_threads_at_once_gives_every_row():
+    # Jacobian rows on a thread pool: each call makes the primals variables for its walk,
+    # and the first call to finish once made them constants under the others' walks
+    n = 5
+    A = np.arange(n * n, dtype=float).reshape(n, n) / 10
+    x0 = np.linspace(0.1, 1.0, n)
+    J = np.diag(np.cos(A @ x0)) @ A  # the Jacobian of sin(A x)
+    _, vjp_fn = func.vjp(lambda x: (tape.tensor(A) @ x).sin(), x0)
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch every microsecond: the race shows at once
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            rows = list(pool.map(lambda i: vjp_fn(np.eye(n)[i % n])[0], range(600)))
+    finally:
+        sys.setswitchinterval(before)
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(row, J[i % n], rtol=1e-12)
 
 
 def test_vjp_several_primals_and_tuple_outputs(rng):

@@ -8,6 +8,7 @@ stand-ins that keep the graph's structure.
 
 import gc
 import inspect
+import sys
 import threading
 import tracemalloc
 import weakref
@@ -262,6 +263,73 @@ def test_threads_backpropagating_into_one_leaf_give_exactly_the_sum():
     assert not errors
     expected = passes * sum(range(1, n_threads + 1))  # 25 · (1 + 2 + 3 + 4)
     np.testing.assert_array_equal(w.grad, np.full(1000, float(expected)))
+
+
+@pytest.fixture
+def frequent_switches():
+    """Threads switch every microsecond instead of every 5 ms: races show in a short test."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def _in_threads(work, n_threads: int) -> list:
+    """Run ``work(k)`` in ``n_threads`` threads started together; return what they raised."""
+    barrier = threading.Barrier(n_threads, timeout=60)
+    errors: list = []
+
+    def run(k):
+        try:
+            barrier.wait()
+            work(k)
+        except BaseException as e:  # reported to the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_threads_changing_tensors_in_place_keep_the_version_registry_whole(frequent_switches):
+    # past 1024 registered buffers each change prunes the registry; threads once pruned it
+    # while others wrote to it, and a change that raised there was never registered
+    held = [tape.tensor(np.zeros(3)) for _ in range(1100)]
+    with tape.no_grad():
+        for t in held:
+            t += 1.0
+    silently_wrong = []
+
+    def work(k):
+        w = tape.tensor(np.ones(3), requires_grad=True)
+        for _ in range(300):
+            batch = tape.tensor(np.ones(3))
+            loss = (w * batch).sum()  # mul saves batch for w's gradient
+            with tape.no_grad():
+                batch -= 0.5
+            try:
+                loss.backward()
+                silently_wrong.append(w.grad)
+            except RuntimeError:
+                pass  # the change was seen, as it must be
+
+    assert _in_threads(work, 4) == []
+    assert silently_wrong == []
+
+
+def test_threads_registering_hooks_on_one_tensor_keep_every_hook(frequent_switches):
+    lost = 0
+    for _ in range(300):
+        w = tape.tensor(np.ones(3), requires_grad=True)  # a fresh shared parameter
+        calls = []
+        register = lambda k, w=w, calls=calls: w.register_hook(lambda g: calls.append(1))
+        assert _in_threads(register, 8) == []
+        (w * 2.0).sum().backward()
+        lost += 8 - len(calls)
+    assert lost == 0
 
 
 # ---- in-place writes through any alias --------------------------------------------------------
