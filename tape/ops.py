@@ -1019,7 +1019,12 @@ def _var_vjp(g, out, x, axis, ddof, keepdims):
     axis = _axis(axis)
     centred = x - x.mean(axis=axis, keepdims=True)
     # ∂var/∂xᵢ = 2(xᵢ − x̄)/(N − ddof): the terms through x̄ sum to zero
-    return _expand(g, x.shape, axis, keepdims) * 2 * centred / (_count(x, out) - ddof)
+    return _expand(g, x.shape, axis, keepdims) * 2 * centred / _dof(x, out, ddof)
+
+
+def _dof(x, out, ddof):
+    # N − ddof, never below 0, as NumPy's forward has it: no degrees left is inf, not a sign flip
+    return builtins.max(_count(x, out) - ddof, 0)
 
 
 var.defvjp(_var_vjp)
@@ -1042,7 +1047,7 @@ def _std_vjp(g, out, x, axis, ddof, keepdims):
     axis = _axis(axis)
     g, out = _expand(g, x.shape, axis, keepdims), _expand(out, x.shape, axis, keepdims)
     centred = x - x.mean(axis=axis, keepdims=True)
-    scale = (_count(x, out) - ddof) * np.where(out == 0, 1, out)
+    scale = _dof(x, out, ddof) * np.where(out == 0, 1, out)
     # ∂std/∂xᵢ = (xᵢ − x̄)/((N − ddof)·std); 0 where std = 0 (PyTorch masks it the same way)
     return g * np.where(out == 0, 0, centred / scale)
 

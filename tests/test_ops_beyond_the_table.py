@@ -441,3 +441,15 @@ def test_stabilised_ops_on_integers_compute_in_floats(op) -> None:
     out = op(tape.tensor(x))
     reference = op(tape.tensor(x.astype(float)))
     np.testing.assert_allclose(out.data, reference.data)
+
+
+@pytest.mark.parametrize("op", ["var", "std"])
+@pytest.mark.parametrize("ddof", [2, 5])
+def test_var_and_std_without_degrees_of_freedom_have_no_finite_gradient(op, ddof) -> None:
+    # NumPy's forward is inf when ddof >= N; a finite gradient (N - ddof < 0 flipped its sign)
+    # would be a number for a value that is not one
+    x = _leaf(np.array([1.0, 3.0]))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        out = getattr(x, op)(ddof=ddof)
+        out.backward()
+    assert np.isinf(out.data) and not np.isfinite(x.grad).any()
