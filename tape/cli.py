@@ -737,7 +737,33 @@ class Evaluator:
             *(self._argument(name, a, None, i + len(target)) for i, a in enumerate(node.args)),
         ]
         kwargs = {kw.arg: self._argument(name, kw.value, kw.arg, -1) for kw in node.keywords}
+        args, kwargs = _data_as_floats(name, args, kwargs)
+        if name == "pow":  # pow(x, p) and x.pow(p) keep the limit x ** p has
+            exponent = args[1] if len(args) > 1 else kwargs.get("y")
+            if isinstance(exponent, float) and abs(exponent) > MAX_POWER:
+                raise UsageError(
+                    f"the exponent {exponent:.6g} is too large; powers are limited to "
+                    f"|p| ≤ {MAX_POWER}"
+                )
         return self._apply(name, FUNCTIONS[name], args, kwargs)
+
+
+def _data_as_floats(name: str, args: list, kwargs: dict) -> tuple[list, dict]:
+    """An op's data operands (``x``, ``y``) given as plain integers, alone or in a flat list,
+    become floats, as numbers in EXPR compute in float64: in int64, ``pow(10, 19)`` wraps."""
+    names = list(signature(name).parameters)
+
+    def cast(key: str | None, value: Any) -> Any:
+        if key not in ("x", "y"):
+            return value  # an axis, a shape, a count: integers stay integers
+        if type(value) is int:
+            return float(value)
+        if isinstance(value, list) and all(type(v) in (int, float) for v in value):
+            return [float(v) for v in value]
+        return value
+
+    args = [cast(names[i] if i < len(names) else None, a) for i, a in enumerate(args)]
+    return args, {k: cast(k, v) for k, v in kwargs.items()}
 
 
 def _show(sig: inspect.Signature) -> str:
@@ -895,7 +921,8 @@ def evaluate(source: str, variables: dict[str, Tensor]) -> Any:
 
 
 def _print_array(array: np.ndarray, indent: str = "  ") -> None:
-    with np.printoptions(precision=6, suppress=True, threshold=200, linewidth=100):
+    # not suppress=True: a gradient of 1e-9 would print as 0., like a dead relu's
+    with np.printoptions(precision=6, suppress=False, threshold=200, linewidth=100):
         text = np.array2string(np.asarray(array))
     print("\n".join(indent + line for line in text.splitlines()))
 
@@ -980,17 +1007,29 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_code(args: argparse.Namespace) -> int:
     import tape
 
-    _, result = _evaluate(args)
+    variables, result = _evaluate(args)  # checked and computed once, as tape grad does
     if not isinstance(result, Tensor) or result.node is None:
         raise UsageError(f"EXPR {args.expr!r} records no op on any --var; there is no code to show")
-    code = getattr(tape, "code", None)  # the NumPy source generator, tape.code
-    if code is None:
+    _scalar_result(result, args.expr, "code", args.hint)
+    if getattr(tape, "compile", None) is None:
         args.hint = ""
         raise RuntimeError(
-            "this version of tape has no tape.code (the NumPy source generator); "
+            "this version of tape has no tape.compile (the NumPy source generator); "
             "upgrade tape to print code"
         )
-    print(code(result))
+    # Traced by tape.compile rather than read off the recorded graph: a comparison
+    # (where(x > 0, ...)) is then recomputed from the inputs, not frozen as the mask x had.
+    names = list(variables)
+
+    def expression(*values: Any) -> Any:
+        return Evaluator(dict(zip(names, values)), args.expr).run(parse(args.expr))
+
+    P = inspect.Parameter
+    expression.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [P(n, P.POSITIONAL_ONLY) for n in names]
+    )
+    compiled = tape.compile(expression, argnums=tuple(range(len(names))))
+    print(compiled.source(*(variables[n].data for n in names)))
     return 0
 
 
