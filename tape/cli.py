@@ -209,7 +209,13 @@ def _tensor_shapes(values: Iterable[Any]) -> list[tuple]:
     shapes = []
     for v in values:
         if isinstance(v, list | tuple):
-            shapes.extend(_tensor_shapes(u for u in v if isinstance(u, Tensor)))
+            if any(isinstance(u, Tensor) for u in v):  # a join's list of tensors
+                shapes.extend(_shape_of(u) for u in v if isinstance(u, Tensor))
+            else:  # a list literal is an array operand: its size counts like a tensor's
+                try:
+                    shapes.append(np.shape(v))
+                except ValueError:  # ragged: the op refuses it, naming it
+                    pass
         elif isinstance(v, Tensor | np.ndarray | int | float):
             shapes.append(_shape_of(v))
     return shapes
@@ -361,6 +367,11 @@ def _einsum(args: dict) -> Product | None:
 def _join(args: dict) -> tuple | None:
     """``concatenate``/``stack``: the result holds every input's values."""
     tensors = next(iter(args.values()), ())
+    if isinstance(tensors, Tensor):  # np.stack(x) would make one record per row of x
+        raise UsageError(
+            "stack and concatenate take a list of tensors, as in stack([x, y]); for the "
+            "rows of x as they are, use x itself"
+        )
     if not isinstance(tensors, list | tuple):
         return None
     return (sum(_size(s) for s in _tensor_shapes(tensors)),)

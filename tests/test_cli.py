@@ -888,3 +888,17 @@ def test_a_tiny_gradient_is_not_printed_as_zero(capsys):
     code, out, err = run(capsys, "grad", "(x * 1e-9).sum()", "--var", "x=3")
     assert code == 0, err
     assert "1.e-09" in out.split("df/dx =")[1]
+
+
+def test_a_list_literal_counts_toward_the_size_limit(capsys):
+    # a list operand broadcasts like a tensor: its result is checked before it is allocated
+    zeros = "[" + ", ".join(["0.0"] * 200) + "]"
+    code, out, err = run(capsys, "grad", f"add(x.reshape(100000, 1), {zeros}).sum()",
+                         "--var", "x=100000")  # fmt: skip
+    assert code == 2 and out == "" and "20,000,000 values" in err
+
+
+@pytest.mark.parametrize("op", ["stack", "concatenate"])
+def test_a_join_of_one_tensor_is_refused_before_it_makes_a_record_per_row(capsys, op):
+    code, out, err = run(capsys, "grad", f"{op}(x).sum()", "--var", "x=1000,1000")
+    assert code == 2 and out == "" and "take a list of tensors" in err
