@@ -1087,6 +1087,8 @@ def _can_draw_svg() -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # before anything is computed
+        raise UsageError(f"--out {args.out}: that is a file; give a folder (made if missing)")
     net = seed_network(args.seed)
     loss = net["loss"]
     loss.backward()
@@ -1248,7 +1250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ValueError, TypeError, IndexError, RuntimeError, FloatingPointError, ArithmeticError,
             MemoryError, OSError, KeyError) as e:  # fmt: skip
-        hint = getattr(args, "hint", "")
+        # "x=3 is a shape": only where a shape can be what went wrong
+        shaped = isinstance(e, ValueError | IndexError) and not isinstance(e, OSError)
+        hint = getattr(args, "hint", "") if shaped else ""
         print(f"{prefix} while computing: {_one_line(e)}{hint}", file=sys.stderr)
         return 1
     except Exception as e:  # a defect in tape: still one line, and say whose it is

@@ -902,3 +902,11 @@ def test_a_list_literal_counts_toward_the_size_limit(capsys):
 def test_a_join_of_one_tensor_is_refused_before_it_makes_a_record_per_row(capsys, op):
     code, out, err = run(capsys, "grad", f"{op}(x).sum()", "--var", "x=1000,1000")
     assert code == 2 and out == "" and "take a list of tensors" in err
+
+
+def test_demo_out_naming_a_file_is_refused_before_anything_runs(capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    code, out, err = run(capsys, "demo", "--out", str(afile))
+    assert code == 2 and out == "" and "that is a file" in err
+    assert afile.read_text() == "mine"
