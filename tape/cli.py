@@ -1005,14 +1005,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     _, result = _evaluate(args)
     if not isinstance(result, Tensor) or result.node is None:
         raise UsageError(f"EXPR {args.expr!r} records no op on any --var; there is nothing to draw")
+    replaced = _replaced_note(out)
     if out.suffix.lower() == ".html":
         render_steps(_scalar_result(result, args.expr, "render (.html)", args.hint), out)
     else:
         if result.size == 1:
             result.backward()  # so the diagram shows the gradients
         render(result, out, show_data=args.show_data, collapse=False)
-    print(f"wrote {out}")
+    print(f"wrote {out}{replaced}")
     return 0
+
+
+def _replaced_note(path: Path) -> str:
+    """What ``wrote PATH`` adds when a file was there before: it is gone, say so."""
+    return "  (replacing the file that was there)" if path.is_file() else ""
 
 
 def cmd_code(args: argparse.Namespace) -> int:
@@ -1119,6 +1125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    names = ("seed_network.dot", "seed_network.svg", "backward.html")
+    replaced = {name: _replaced_note(out / name) for name in names}
     written = [render(loss, out / "seed_network.dot", show_data=True)]
     if _can_draw_svg():
         written.append(render(loss, out / "seed_network.svg", show_data=True, legend=True))
@@ -1135,7 +1143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ".svg": "the diagram, after backward",
             ".html": "the step-through page: open it in a browser, press → to step",
         }[path.suffix]
-        print(f"wrote {path}  — {what}")
+        print(f"wrote {path}  — {what}{replaced[path.name]}")
     return 0 if worst <= TOLERANCE else 1
 
 

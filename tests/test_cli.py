@@ -910,3 +910,12 @@ def test_demo_out_naming_a_file_is_refused_before_anything_runs(capsys, tmp_path
     code, out, err = run(capsys, "demo", "--out", str(afile))
     assert code == 2 and out == "" and "that is a file" in err
     assert afile.read_text() == "mine"
+
+
+def test_writing_over_a_file_says_so(capsys, tmp_path):
+    target = tmp_path / "graph.dot"
+    args = ("render", "(x * x).sum()", "--var", "x=3", "-o", str(target))
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "replacing" not in out
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and out.strip() == f"wrote {target}  (replacing the file that was there)"
