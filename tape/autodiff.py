@@ -301,8 +301,8 @@ def _check_unchanged(node: Node) -> None:
 
     Those are what the record saved, and the arrays among a built-in op's
     parameters: an index (``x[i]`` with ``i`` a Tensor) or a condition
-    (``tape.where``). A Function's backward reads only its context, never the
-    keyword arguments its forward took.
+    (``tape.where``). A Function's backward reads what its forward saved on
+    its context (``ctx.save_for_backward``), whatever it was given as.
     """
     for k, value in zip(node.primitive.sources(len(node.parents)), node.saved):
         if k < 0:
@@ -316,7 +316,11 @@ def _check_unchanged(node: Node) -> None:
                 label = f"'{name}' " if name else ""
                 what = f"input {k - 1} ({label}{describe(value)})"
             raise _changed_error(node, what)
-    if node.primitive.once:
+    if node.primitive.once:  # a Function's backward reads what its forward saved on ctx
+        ctx = node.params.get("ctx")
+        for i, value in enumerate(ctx.saved or () if ctx is not None else ()):
+            if changed_at(value) > node.index:
+                raise _changed_error(node, f"what its forward saved ({i}: {describe(value)})")
         return
     for key, value in node.params.items():
         for array in value if isinstance(value, tuple) else (value,):

@@ -419,6 +419,32 @@ def test_a_change_to_a_functions_keyword_argument_is_allowed():
     np.testing.assert_array_equal(x.grad, [1.0, 1.0, 1.0])
 
 
+@pytest.mark.parametrize("given_as", ["input", "keyword"])
+def test_a_change_to_what_a_function_saved_is_caught(given_as):
+    # its backward reads ctx.saved: a change there, whatever the array came in as, is caught
+    class Scale(tape.Function):
+        @staticmethod
+        def forward(ctx, x, w=None):
+            w = x if w is None else w
+            ctx.save_for_backward(w)
+            return x * w
+
+        @staticmethod
+        def backward(ctx, g):
+            (w,) = ctx.saved
+            return (g * w,)
+
+    x = tape.tensor([1.0, 2.0], requires_grad=True)
+    w = tape.tensor([3.0, 4.0])
+    y = Scale.apply(x) if given_as == "input" else Scale.apply(x, w=w.data)
+    with tape.no_grad():
+        (x if given_as == "input" else w).__iadd__(1.0)
+    with pytest.raises(
+        RuntimeError, match=r"what its forward saved \(0: float64\[2\]\) of 'Scale'"
+    ):
+        y.sum().backward()
+
+
 def test_item_assignment_while_recording_is_refused_before_anything_is_written():
     c = tape.tensor(np.arange(4.0), requires_grad=True)
     before = c.data.copy()
