@@ -513,10 +513,14 @@ def keep_flows(ran: list, steps: list, hold: bool, limit: int | None = FLOW_RECO
     ``hold``: the pass released its records, so the thread may hold them (and
     their flows) until its next pass lets them go; they keep no saved values.
     Records still holding saved values (``retain_graph=True``, a diagram's own
-    pass) are not held: they keep their flows for as long as the graph lives,
-    and a dropped graph goes at once, activations and all.
+    pass) are not held, so a dropped graph goes at once, activations and all;
+    their flows carry the pass's ``live`` flag, which the thread's next pass
+    turns off, so ``node.sent`` shows only the latest pass's.
     """
-    _let_go(state.flowed)  # the previous pass's
+    _let_go(state.flowed)  # the previous pass's records that the thread held
+    # ... and its flows wherever they are kept (records of a retained graph): no longer the latest
+    state.flows_live[0] = False
+    live = state.flows_live = [True]
     if limit is not None and len(ran) > limit:
         # The output's record says so: a diagram may walk it again. Not kept in ``flowed``,
         # which would hold the whole graph behind it; every pass from it is this long.
@@ -532,9 +536,9 @@ def keep_flows(ran: list, steps: list, hold: bool, limit: int | None = FLOW_RECO
                 parts[position] = (_small(part), _shape(raw))
         small = g if g.__class__ is ndarray and g.size <= FLOW_LIMIT else _small(g)
         if node.notes is None:
-            node.notes = {"sent": (small, parts)}
+            node.notes = {"sent": (small, parts, live)}
         else:
-            node.notes["sent"] = (small, parts)
+            node.notes["sent"] = (small, parts, live)
     if hold:
         state.flowed = ran
 

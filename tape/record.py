@@ -76,6 +76,7 @@ class ThreadState(threading.local):
         self.recording: Tape | None = self.tape
         self.observers: list[Any] = []  # what trace_backward asked to watch every pass
         self.flowed: list[Any] = []  # the records that keep the latest pass's flows
+        self.flows_live: list[bool] = [False]  # the latest pass's flag: [False] once superseded
 
 
 def _mode(name: str) -> property:
@@ -251,7 +252,8 @@ class Node:
         ``g`` is the gradient the VJP received, each ``part`` what it sent to
         that input; arrays of up to ``FLOW_LIMIT`` entries, shapes beyond.
         """
-        return None if self.notes is None else self.notes.get("sent")
+        sent = None if self.notes is None else self.notes.get("sent")
+        return None if sent is None or not sent[2][0] else sent[:2]  # the latest pass's only
 
     @property
     def where(self) -> tuple:
@@ -566,7 +568,9 @@ def _base(array: np.ndarray) -> np.ndarray:
     return array
 
 
-_CHANGING = threading.Lock()  # threads stepping their optimizers at once
+# Threads stepping their optimizers at once; re-entrant, because a collection during the
+# pruning may run a __del__ that writes a tensor in place, on this very thread.
+_CHANGING = threading.RLock()
 _PRUNE_AT = [1024]
 
 
@@ -581,8 +585,10 @@ def mark_changed(array: np.ndarray) -> None:
     with _CHANGING:
         LAST_CHANGE[0] = index = next(INDEX)
         if len(_CHANGED) > _PRUNE_AT[0]:  # drop buffers that died, when the registry doubled
-            for key in [k for k, (_, r) in _CHANGED.items() if r() is None]:
-                del _CHANGED[key]
+            for key in list(_CHANGED):  # a list of keys: a re-entrant call may change the dict
+                entry = _CHANGED.get(key)
+                if entry is not None and entry[1]() is None:
+                    _CHANGED.pop(key, None)
             _PRUNE_AT[0] = max(1024, 2 * len(_CHANGED))
         _CHANGED[id(base)] = (index, weakref.ref(base))
 

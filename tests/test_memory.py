@@ -509,6 +509,31 @@ def test_to_dot_after_a_backward_from_a_temporary_labels_every_edge():
     assert "+= [0, 2, 4]" in source and "+= [2, 4, 6]" in source  # 2w into x, 2x into w
 
 
+def test_only_the_latest_pass_shows_its_flows_on_a_retained_graph():
+    # retained records keep their flows on themselves; the thread's next pass makes them stale
+    x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = x * 2.0
+    a, b = (h * 1.0).sum(), (h * 3.0).sum()
+    a.backward(retain_graph=True)
+    assert a.node.sent is not None
+    b.backward(retain_graph=True)
+    assert a.node.sent is None  # a's own records: only the first pass walked them
+    assert b.node.sent is not None and h.node.sent[0].tolist() == [3.0, 3.0, 3.0]
+
+
+def test_a_long_pass_after_a_diagram_leaves_no_stale_labels():
+    # a diagram's own pass keeps every record's flows; a later pass too long to keep its own
+    # must not leave the diagram's (seeded with ones) showing as if they were its
+    x = tape.tensor([1.0, 2.0, 3.0], requires_grad=True, name="x")
+    h = x
+    for _ in range(autodiff.FLOW_RECORDS + 10):
+        h = h * 1.0
+    tape.to_networkx(h.sum(), flow=True)  # walks with a seed of ones
+    h.backward(np.full(3, 5.0), retain_graph=True)
+    assert h.node.sent is None
+    assert "+= [1, 1, 1]" not in tape.to_dot(h).source
+
+
 # ---- the walk ----------------------------------------------------------------------------------
 
 
