@@ -192,6 +192,11 @@ def _size(shape: Sequence[int]) -> int:
 
 
 def _shape_of(value: Any) -> tuple:
+    if isinstance(value, list | tuple):  # a list literal is an array operand
+        try:
+            return np.shape(value)
+        except ValueError:  # ragged: the op refuses it, naming it
+            return ()
     return tuple(value.shape) if isinstance(value, Tensor | np.ndarray) else ()
 
 
@@ -212,10 +217,7 @@ def _tensor_shapes(values: Iterable[Any]) -> list[tuple]:
             if any(isinstance(u, Tensor) for u in v):  # a join's list of tensors
                 shapes.extend(_shape_of(u) for u in v if isinstance(u, Tensor))
             else:  # a list literal is an array operand: its size counts like a tensor's
-                try:
-                    shapes.append(np.shape(v))
-                except ValueError:  # ragged: the op refuses it, naming it
-                    pass
+                shapes.append(_shape_of(v))
         elif isinstance(v, Tensor | np.ndarray | int | float):
             shapes.append(_shape_of(v))
     return shapes
@@ -759,22 +761,46 @@ class Evaluator:
         return self._apply(name, FUNCTIONS[name], args, kwargs)
 
 
+_DATA = {"x", "y", "ts", "operands"}  # the parameters of the ops that take data, not settings
+
+
 def _data_as_floats(name: str, args: list, kwargs: dict) -> tuple[list, dict]:
-    """An op's data operands (``x``, ``y``) given as plain integers, alone or in a flat list,
-    become floats, as numbers in EXPR compute in float64: in int64, ``pow(10, 19)`` wraps."""
-    names = list(signature(name).parameters)
+    """An op's data operands given as plain integers, alone or in (nested) lists, become
+    float64, as numbers in EXPR compute: in int64, ``pow(10, 19)`` wraps around."""
+    params = list(signature(name).parameters.values())
 
     def cast(key: str | None, value: Any) -> Any:
-        if key not in ("x", "y"):
+        if key not in _DATA:
             return value  # an axis, a shape, a count: integers stay integers
         if type(value) is int:
             return float(value)
-        if isinstance(value, list) and all(type(v) in (int, float) for v in value):
-            return [float(v) for v in value]
+        if isinstance(value, list) and not any(isinstance(v, Tensor) for v in _leaves(value)):
+            try:
+                array = np.asarray(value)
+            except ValueError:  # ragged: the op refuses it, naming it
+                return value
+            return array.astype(np.float64) if array.dtype.kind in "iub" else value
+        if key == "ts" and isinstance(value, list):  # a join's list: each item is data
+            return [cast("x", v) for v in value]
         return value
 
-    args = [cast(names[i] if i < len(names) else None, a) for i, a in enumerate(args)]
+    def key_at(i: int) -> str | None:
+        if i < len(params):
+            return params[i].name
+        variadic = params[-1] if params and params[-1].kind is params[-1].VAR_POSITIONAL else None
+        return variadic.name if variadic is not None else None
+
+    args = [cast(key_at(i), a) for i, a in enumerate(args)]
     return args, {k: cast(k, v) for k, v in kwargs.items()}
+
+
+def _leaves(values: list) -> list:
+    """What a nested list holds at its bottom, without recursion."""
+    found, todo = [], [values]
+    while todo:
+        for v in todo.pop():
+            (todo if isinstance(v, list | tuple) else found).append(v)
+    return found
 
 
 def _show(sig: inspect.Signature) -> str:
@@ -1046,7 +1072,16 @@ def cmd_code(args: argparse.Namespace) -> int:
         [P(n, P.POSITIONAL_ONLY) for n in names]
     )
     compiled = tape.compile(expression, argnums=tuple(range(len(names))))
-    print(compiled.source(*(variables[n].data for n in names)))
+    try:
+        source = compiled.source(*(variables[n].data for n in names))
+    except tape.TraceError as e:  # EXPR is fine (tape grad takes it); code cannot hold it
+        what = str(e).split(" at ", 1)[0].removeprefix("tape.compile: ")
+        raise UsageError(
+            f"EXPR {args.expr!r} cannot be written as code: {what} there turns a value into a "
+            "constant of the code; tape grad computes it, and where(cond, a, b) on tensors "
+            "can be written as code"
+        ) from None
+    print(source)
     return 0
 
 

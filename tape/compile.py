@@ -402,8 +402,12 @@ def _form(node: Any, a: list[str], p: dict) -> str:
         return f"{helper}({a[0]}, np.s_[{p['key']}], {tuple(p['shape'])!r})"
     if op in ("concatenate", "stack"):
         return f"np.{op}(({', '.join(a)},), axis={p['axis']!r})"
-    if op == "where":
-        return f"np.where({p['cond']}, {a[0]}, {a[1]})"
+    if op == "where":  # the recorded op (cond a parameter), or np.where on a traced cond alone
+        return (
+            f"np.where({p['cond']}, {a[0]}, {a[1]})"
+            if "cond" in p
+            else f"np.where({a[0]}, {a[1]}, {a[2]})"
+        )
     if op in ("maximum", "minimum"):
         return f"np.{op}({a[0]}, {a[1]})"
     if op in _COMPARISONS and len(a) == 2:

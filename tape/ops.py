@@ -784,6 +784,14 @@ def where(cond: Any, x: Any, y: Any) -> Tensor:
     >>> tape.where(x > 0, x, 0.1 * x).sum().backward(); x.grad
     array([0.1, 1. ])
     """
+    if TRACING.hook is not None and not any(
+        isinstance(v, Tensor) and v.requires_grad for v in (x, y)
+    ):
+        # tape.compile: a choice between constants by a traced condition has no gradient to
+        # record, but must be recomputed from the condition on every call, not frozen
+        traced = TRACING.hook.untracked(np.where, (cond, x, y), {})
+        if traced is not None:
+            return traced
     cond = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     return apply(_where.op, (x, y), {"cond": cond})
 
@@ -1508,7 +1516,7 @@ def _numpy_form(func: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
                 if ours[key].kind is p.VAR_POSITIONAL:  # reshape(x, *shape)
                     values.append(value)
                 elif key in params:  # np.clip(t, 0, 1, min=0): a_min and min
-                    raise TypeError(f"{name}: {given[key]} and {p.name} are one parameter")
+                    raise ValueError(f"{name}: {given[key]} and {p.name} are one parameter")
                 else:
                     params[key], given[key] = value, p.name
             elif not (value is p.default or p.name in _NUMPY_HINTS or _same(value, p.default)):
@@ -1534,7 +1542,7 @@ def _where_or_nonzero(condition: Any, x: Any = None, y: Any = None) -> Any:
     if x is None and y is None:
         return np.nonzero(condition)
     if x is None or y is None:
-        raise TypeError("np.where: give both x and y, or neither (then it is np.nonzero)")
+        raise ValueError("np.where: give both x and y, or neither (then it is np.nonzero)")
     return where(condition, x, y)
 
 

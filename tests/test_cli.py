@@ -919,3 +919,31 @@ def test_writing_over_a_file_says_so(capsys, tmp_path):
     assert code == 0 and "replacing" not in out
     code, out, _ = run(capsys, *args)
     assert code == 0 and out.strip() == f"wrote {target}  (replacing the file that was there)"
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("sum(square(square([[65536]]))) * x", 65536.0**4),
+        ("sum(stack([[65536]]) ** 4) * x", 65536.0**4),
+        ("prod([[2147483647, 2147483647, 2147483647]]) * x", 2147483647.0**3),
+        ("einsum('i,i,i->', [2147483647], [2147483647], [2147483647]) * x", 2147483647.0**3),
+    ],
+)
+def test_integer_lists_given_to_an_op_compute_in_float64(capsys, expr, expected):
+    code, out, err = run(capsys, "grad", expr, "--var", "x=1.0")
+    assert code == 0, err
+    assert float(out.split("df/dx =")[1].split()[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_einsum_of_a_list_literal_counts_toward_the_size_limit(capsys):
+    zeros = "[" + ",".join(["0"] * 900) + "]"
+    code, out, err = run(capsys, "grad", f"einsum('i,j->ij', x, {zeros}).sum()",
+                         "--var", "x=100000")  # fmt: skip
+    assert code == 2 and out == "" and "90,000,000 values" in err
+
+
+def test_code_of_an_expression_a_trace_cannot_hold_is_one_line_exit_2(capsys):
+    code, out, err = run(capsys, "code", "where([x > 0], x, 0.0).sum()", "--var", "x=3")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "cannot be written as code" in err and "without compile" not in err

@@ -534,3 +534,14 @@ def test_a_compiled_function_keeps_its_latest_traces_only(monkeypatch) -> None:
     assert step.traces == 5 and len(step._cache) == 3
     value, grad = step(np.arange(1.0, 2.0))  # shape (1,): its trace went, so it traces again
     assert step.traces == 6 and value == 1.0 and grad.tolist() == [2.0]
+
+
+def test_a_choice_between_constants_by_a_traced_condition_is_recomputed() -> None:
+    # no gradient flows through where(x > 0, 1.0, -1.0), so nothing was recorded and the
+    # first call's signs were frozen into the code
+    f = lambda x: (tape.where(x > 0, 1.0, -1.0) * x).sum()
+    step = tape.compile(f)
+    step(np.array([1.0, 2.0, 3.0]))
+    x = np.array([-1.0, 2.0, -3.0])
+    assert_same(step(x), tape.func.value_and_grad(f)(x), np.float64)
+    assert step.traces == 1
