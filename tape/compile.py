@@ -1460,33 +1460,43 @@ def _cache_key(args: Sequence[Any], positions: tuple[int, ...]) -> tuple:
 class _Entry:
     """One trace: the generated function, what to pass it, and its source."""
 
-    __slots__ = ("fn", "positions", "live", "source", "several", "arrays")
+    __slots__ = ("fn", "positions", "live", "source", "several", "arrays", "constants")
 
     def __init__(self, fn: Any, arrays: list[int], live: list, source: str, several: bool) -> None:
         self.fn, self.arrays, self.live, self.source = fn, arrays, live, source
         self.several = several
+        # the code's own constant arrays: a gradient that is one of them goes out as a copy
+        namespace = getattr(fn, "func", fn).__globals__
+        self.constants = {id(v) for v in namespace.values() if isinstance(v, np.ndarray)}
 
     def run(self, args: Sequence[Any]) -> tuple[Any, Any]:
         arrays = [args[i] for i in self.arrays]
         arrays = [a.data if isinstance(a, Tensor) else np.asarray(a) for a in arrays]
         if self.live:
-            value, grads = self.fn(*arrays, **{n: t.data for n, t in self.live})
+            live = {n: t.data for n, t in self.live}
+            value, grads = self.fn(*arrays, **live)
+            held = [*arrays, *live.values()]
         else:
             value, grads = self.fn(*arrays)
+            held = arrays
         value = np.asarray(value)
         if self.several:
-            return value, _owned(grads, arrays)
-        return value, _owned((grads,), arrays)[0]
+            return value, _owned(grads, held, self.constants)
+        return value, _owned((grads,), held, self.constants)[0]
 
 
-def _owned(grads: Sequence[Any], arrays: Sequence[np.ndarray]) -> tuple:
-    """Arrays the caller may keep and change: no views, no input, no two the same."""
+def _owned(
+    grads: Sequence[Any], arrays: Sequence[np.ndarray], constants: set = frozenset()
+) -> tuple:
+    """Arrays the caller may keep and change: no views, none of ``arrays`` (the inputs, the
+    live parameters) or the code's ``constants`` (by id), no two the same."""
     result = []
     for g in grads:
         g = np.asarray(g)
         if (
             g.base is not None
             or not g.flags.writeable
+            or id(g) in constants
             or any(g is a for a in arrays)
             or any(g is r for r in result)
         ):

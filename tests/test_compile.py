@@ -545,3 +545,15 @@ def test_a_choice_between_constants_by_a_traced_condition_is_recomputed() -> Non
     x = np.array([-1.0, 2.0, -3.0])
     assert_same(step(x), tape.func.value_and_grad(f)(x), np.float64)
     assert step.traces == 1
+
+
+def test_a_gradient_that_is_a_constant_of_the_code_is_the_callers_own() -> None:
+    # d(x·w)/dx is the constant w itself: handing the code's array out let a caller's
+    # g *= 0 (an optimizer's in-place update) change every later call
+    w = np.array([1.0, -1.0, 1.0])
+    step = tape.compile(lambda x: (x * w).sum())
+    x = np.array([1.0, 2.0, 3.0])
+    _, g = step(x)
+    g *= 0
+    value, g = step(x)
+    assert value == 2.0 and g.tolist() == [1.0, -1.0, 1.0]
