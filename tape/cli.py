@@ -1128,8 +1128,10 @@ def _can_draw_svg() -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if Path(args.out).exists() and not Path(args.out).is_dir():  # before anything is computed
-        raise UsageError(f"--out {args.out}: that is a file; give a folder (made if missing)")
+    out = Path(args.out)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # before anything is computed
+        raise UsageError(f"--out {args.out}: {blocked} is a file; give a folder (made if missing)")
     net = seed_network(args.seed)
     loss = net["loss"]
     loss.backward()

@@ -907,8 +907,9 @@ def test_a_join_of_one_tensor_is_refused_before_it_makes_a_record_per_row(capsys
 def test_demo_out_naming_a_file_is_refused_before_anything_runs(capsys, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    code, out, err = run(capsys, "demo", "--out", str(afile))
-    assert code == 2 and out == "" and "that is a file" in err
+    for target in (afile, afile / "sub"):
+        code, out, err = run(capsys, "demo", "--out", str(target))
+        assert code == 2 and out == "" and f"{afile} is a file" in err
     assert afile.read_text() == "mine"
 
 
