@@ -397,6 +397,9 @@ class Observer:
     def end(self) -> None:
         """The walk succeeded; commit what was gathered."""
 
+    def abort(self) -> None:
+        """The pass raised before ``end``: drop what it gathered (another pass may go on)."""
+
 
 def tensor_of(key: Any) -> Any:
     """The Tensor a walk key stands for: a leaf itself, or a record's output (or its stand-in)."""
@@ -419,6 +422,17 @@ class _Observed:
             for o in self.observers:
                 o.sent(node, position, key, part, raw)
         return sent
+
+
+@contextmanager
+def _watched_pass(observers: list[Observer]) -> Iterator[None]:
+    """A pass from ``begin`` to ``end``: if it raises, each observer hears ``abort``."""
+    try:
+        yield
+    except BaseException:
+        for o in observers:
+            o.abort()
+        raise
 
 
 @contextmanager
@@ -699,14 +713,15 @@ def backward(self: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     """
     start = _seed(self, grad, "backward", graph=False)
     observers = _observers(graph=False, retain=True)
-    with GradMode(False):
-        grads, ran, steps = run([self], [start], make_pullback(graph=False), observers)
-    _check_leaves(grads)
-    with _COMMIT:  # commit only after the walk succeeded
-        for t, g in _owned_copies(grads, [start]).items():
-            add_into_grad(t, g)
-        for o in observers:
-            o.end()
+    with _watched_pass(observers):
+        with GradMode(False):
+            grads, ran, steps = run([self], [start], make_pullback(graph=False), observers)
+        _check_leaves(grads)
+        with _COMMIT:  # commit only after the walk succeeded
+            for t, g in _owned_copies(grads, [start]).items():
+                add_into_grad(t, g)
+            for o in observers:
+                o.end()
     keep_flows(ran, steps, hold=not retain_graph)
     if not retain_graph:
         release(ran, "backward")
@@ -777,27 +792,29 @@ def grad(
     anomaly = state.anomaly
     # Recorded VJPs run ops; the anomaly observer checks them as gradients, not as forwards.
     state.anomaly = anomaly and not create_graph
-    try:
-        with GradMode(create_graph):
-            grads, ran, _ = run(outs, seeds, make_pullback(create_graph, through, keep), observers)
-    finally:
-        state.anomaly = anomaly
-    _check_leaves({t: g for t, g in grads.items() if t in wanted})
-    found = {**{k: g for k, g in grads.items() if k in wanted}, **kept.totals}
-    if not create_graph:
-        found = _owned_copies(found, seeds)
-    results = []
-    for i, t in enumerate(ins):
-        g = found.get(t.node or t)
-        if g is None and not allow_unused:
-            raise ValueError(
-                f"grad: input {i} ({label(t)}) does not reach any output; pass "
-                "allow_unused=True to get None for it"
-            )
-        results.append(g)
-    with _COMMIT:
-        for o in observers:
-            o.end()
+    with _watched_pass(observers):
+        try:
+            with GradMode(create_graph):
+                pullback = make_pullback(create_graph, through, keep)
+                grads, ran, _ = run(outs, seeds, pullback, observers)
+        finally:
+            state.anomaly = anomaly
+        _check_leaves({t: g for t, g in grads.items() if t in wanted})
+        found = {**{k: g for k, g in grads.items() if k in wanted}, **kept.totals}
+        if not create_graph:
+            found = _owned_copies(found, seeds)
+        results = []
+        for i, t in enumerate(ins):
+            g = found.get(t.node or t)
+            if g is None and not allow_unused:
+                raise ValueError(
+                    f"grad: input {i} ({label(t)}) does not reach any output; pass "
+                    "allow_unused=True to get None for it"
+                )
+            results.append(g)
+        with _COMMIT:
+            for o in observers:
+                o.end()
     if not (create_graph if retain_graph is None else retain_graph):
         release([node for node in ran if node in through], "backward")  # the others did not run
     return results

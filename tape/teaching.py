@@ -225,6 +225,10 @@ class Steps(Sequence, Observer):
                 was = None if before is None else np.array(before)
                 self.commits.append((len(self.calls), leaf, was, total, np.array(leaf.grad)))
 
+    def abort(self) -> None:  # the innermost pass raised: it never happened
+        if self._open:
+            self._open.pop()
+
     def sent(self, node: Node, position: int, key: Any, part: Any, raw: Any) -> None:
         current = self._open[-1]
         contribution = _snapshot(part)

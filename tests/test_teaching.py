@@ -135,6 +135,26 @@ def test_a_pass_run_inside_another_keeps_both_in_the_ledger():
     assert steps.of(a)[-1].grad_after.tolist() == [6.0, 8.0]
 
 
+def test_a_pass_that_raised_inside_another_leaves_the_outer_one_whole():
+    # a hook whose own tape.grad fails (and is caught) while the outer backward goes on
+    x = tape.tensor([1.0, 2.0], requires_grad=True, name="x")
+    spent = (x * 1.0).sum()
+    spent.backward()  # released: a second pass through it raises
+    h = x * x
+
+    def hook(g):
+        with pytest.raises(RuntimeError, match="released"):
+            tape.grad(spent, [x])
+        return g
+
+    h.register_hook(hook)
+    loss = (h * 3.0).sum()
+    with tape.trace_backward() as steps:
+        loss.backward()
+    assert len(steps.calls) == 1 and steps.calls[0][0][0] is loss.node
+    assert [s.number for s in steps] == [1, 2, 3, 4] and steps._open == []
+
+
 def test_broadcast_step_says_what_was_summed():
     x = tape.tensor(np.ones((4, 3)), requires_grad=True, name="x")
     b = tape.tensor(np.zeros(3), requires_grad=True, name="b")
