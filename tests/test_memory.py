@@ -241,30 +241,6 @@ def test_tape_clear_frees_what_the_records_saved():
 # ---- threads ----------------------------------------------------------------------------------
 
 
-def test_threads_backpropagating_into_one_leaf_give_exactly_the_sum():
-    w = tape.tensor(np.zeros(1000), requires_grad=True)
-    n_threads, passes = 4, 25
-    barrier = threading.Barrier(n_threads, timeout=60)
-    errors = []
-
-    def work(k):
-        try:
-            barrier.wait()
-            for _ in range(passes):
-                (w * float(k + 1)).sum().backward()
-        except BaseException as e:  # reported to the main thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    expected = passes * sum(range(1, n_threads + 1))  # 25 · (1 + 2 + 3 + 4)
-    np.testing.assert_array_equal(w.grad, np.full(1000, float(expected)))
-
-
 @pytest.fixture
 def frequent_switches():
     """Threads switch every microsecond instead of every 5 ms: races show in a short test."""
@@ -292,6 +268,19 @@ def _in_threads(work, n_threads: int) -> list:
     for t in threads:
         t.join()
     return errors
+
+
+def test_threads_backpropagating_into_one_leaf_give_exactly_the_sum():
+    w = tape.tensor(np.zeros(1000), requires_grad=True)
+    n_threads, passes = 4, 25
+
+    def work(k):
+        for _ in range(passes):
+            (w * float(k + 1)).sum().backward()
+
+    assert _in_threads(work, n_threads) == []
+    expected = passes * sum(range(1, n_threads + 1))  # 25 · (1 + 2 + 3 + 4)
+    np.testing.assert_array_equal(w.grad, np.full(1000, float(expected)))
 
 
 def test_threads_changing_tensors_in_place_keep_the_version_registry_whole(frequent_switches):
