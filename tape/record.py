@@ -325,6 +325,7 @@ def _worth_freeing(value: Any) -> bool:
 
 
 def _big(value: Any) -> bool:
+    """What ``_with_stand_ins`` replaces: an array, or a Tensor without grad, past KEEP_BYTES."""
     if value.__class__ is np.ndarray:
         return value.nbytes > KEEP_BYTES
     return not getattr(value, "requires_grad", True) and value.data.nbytes > KEEP_BYTES
@@ -332,9 +333,9 @@ def _big(value: Any) -> bool:
 
 def _stand_in(value: Any) -> Any:
     """A parameter with each array worth freeing replaced by its shape and dtype."""
-    if value.__class__ is tuple:
-        return tuple([freed(v) if _big(v) else v for v in value])
-    return freed(value) if _big(value) else value
+    if value.__class__ is tuple:  # an index
+        return _with_stand_ins(value)
+    return _with_stand_ins((value,))[0]
 
 
 _NUMBERS = {float, int, bool, np.float64, np.float32, np.int64}
